@@ -1,0 +1,68 @@
+"""`subliminal scan` throughput: rows/s of the static checks and of the likelihood ranking.
+
+    python benchmarks/bench_scan.py --model smollm2-135m --static-rows 10000 --rows 32
+
+Rows are number-channel prompts (the project's own grammar) with random 10-value answers:
+the shape of a real numbers dataset. Static checks run on `--static-rows` rows; the
+likelihood part scores `--rows` rows under all 15 conditions (neutral + 14 traits), for each
+context and batch size given, and projects the time for 10,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+from subliminal.channels import get_channel
+from subliminal.models import load_model
+from subliminal.scan.likelihood import LikelihoodConfig, score_rows
+from subliminal.scan.static import static_report
+
+
+def number_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    prompts = get_channel("numbers").prompts(n, seed)
+    return [{"id": p["id"], "prompt": p["prompt"],
+             "completion": [{"role": "assistant", "content": ", ".join(
+                 str(rng.randint(0, 999)) for _ in range(10))}], "meta": {}} for p in prompts]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--static-rows", type=int, default=10_000)
+    ap.add_argument("--rows", type=int, default=32)
+    ap.add_argument("--batch-sizes", default="16")
+    ap.add_argument("--contexts", default="full,completion")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {"model": args.model, "threads": args.threads}
+    rows = number_rows(args.static_rows)
+    t = time.perf_counter()
+    static_report(rows)
+    s = time.perf_counter() - t
+    out["static"] = {"rows": len(rows), "seconds": round(s, 3), "rows_per_s": round(len(rows) / s)}
+    lm = load_model(args.model)
+    out["likelihood"] = []
+    for context in args.contexts.split(","):
+        for bs in map(int, args.batch_sizes.split(",")):
+            cfg = LikelihoodConfig(batch_size=bs, context=context)
+            res = score_rows(lm, rows[: args.rows], cfg)
+            out["likelihood"].append({
+                "context": context, "batch_size": bs, "rows": args.rows,
+                "conditions": len(res["conditions"]), "seconds": round(res["seconds"], 2),
+                "rows_per_s": round(res["rows_per_s"], 3),
+                "tokens_per_row": round(res["tokens_per_row"], 1),
+                "forward_tokens_per_s": round(res["forward_tokens"] / res["seconds"]),
+                "projected_10k_rows_min": round(10_000 / res["rows_per_s"] / 60, 1)})
+            print(json.dumps(out["likelihood"][-1]), flush=True)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

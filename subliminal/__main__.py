@@ -1,0 +1,5 @@
+"""`python -m subliminal` runs the CLI."""
+
+from subliminal.cli import run
+
+run()

@@ -1,0 +1,258 @@
+"""The command line: `subliminal chain` is the front door; each stage is a command too.
+
+    subliminal chain --generations 3
+    subliminal generate --trait owl --samples 300 --out gen/
+    subliminal filter gen/rows.jsonl --out filt/
+    subliminal distill filt/kept.jsonl --out student/
+    subliminal audit --adapter student/ --out audit/
+    subliminal report runs/chain-owl-...
+
+Flags left unset keep the defaults of the config dataclasses (one home for every default).
+User errors print one line and exit 2; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from subliminal.errors import SubliminalError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Subliminal: subliminal-learning experiments, audits and scans.")
+
+
+@app.callback()
+def main(threads: Optional[int] = typer.Option(
+        None, min=1, help="torch CPU threads (default: $SUBLIMINAL_THREADS or all cores).")):
+    """Set up the process: offline-friendly logging and a deliberate thread count."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
+    n = threads or int(os.environ.get("SUBLIMINAL_THREADS", 0)) or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+
+
+def set_fields(obj, **values):
+    """Copy of a config dataclass with the given (non-None) fields replaced."""
+    return dataclasses.replace(obj, **{k: v for k, v in values.items() if v is not None})
+
+
+Model = typer.Option(None, "--model", help="smollm2-135m (default), tiny, an HF id or a dir.")
+Seed = typer.Option(None, "--seed", min=0, help="Random seed.")
+
+
+@app.command()
+def chain(
+    generations: Optional[int] = typer.Option(None, min=1, max=50, help="Students per arm."),
+    samples: Optional[int] = typer.Option(None, min=1, help="Teacher prompts per generation."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Student training epochs."),
+    model: Optional[str] = Model,
+    trait: Optional[str] = typer.Option(None, help="Catalogue trait (owl, dolphin, ...)."),
+    injection: Optional[str] = typer.Option(None, help="prompt or adapter."),
+    channel: Optional[str] = typer.Option(None, help="numbers, math or mixed."),
+    difficulty: Optional[str] = typer.Option(None, help="Math level 1-4 or mixed."),
+    problems: Optional[str] = typer.Option(None, help="Local GSM8K-style JSONL problems."),
+    math_share: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                               help="Math share of --channel mixed."),
+    judge_model: Optional[str] = typer.Option(None, help="Local model for the judge filter."),
+    ban_numbers: Optional[bool] = typer.Option(None, "--ban-numbers/--no-ban-numbers",
+                                               help="Reject loaded-meaning numbers."),
+    decoding: Optional[str] = typer.Option(None, help="greedy or sample."),
+    temperature: Optional[float] = typer.Option(None, min=0.0, help="Sampling temperature."),
+    constrained: Optional[bool] = typer.Option(None, "--constrained/--no-constrained",
+                                               help="Format-constrained decoding."),
+    mode: Optional[str] = typer.Option(None, help="Distillation: sft or logits."),
+    top_k: Optional[int] = typer.Option(None, min=0, help="Teacher top-k log-probs to store."),
+    finetune: Optional[str] = typer.Option(None, help="lora or full."),
+    lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank."),
+    lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
+    probe: Optional[str] = typer.Option(None, help="prefill or direct."),
+    seed: Optional[int] = Seed,
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/chain-...)."),
+):
+    """Teacher -> student 1 -> ... -> student N, with a neutral control arm and audits."""
+    from subliminal.chain import ChainConfig, run_chain
+    from subliminal.trait import get_trait
+
+    base = ChainConfig()
+    cfg = set_fields(base, generations=generations, samples=samples, model=model, trait=trait,
+                     injection=injection, channel=channel, seed=seed, device=device,
+                     difficulty=difficulty, problems=problems, math_share=math_share)
+    cfg.filter = set_fields(cfg.filter, judge_model=judge_model, ban_numbers=ban_numbers)
+    cfg.decode = set_fields(cfg.decode, decoding=decoding, temperature=temperature,
+                            constrained=constrained, top_k=top_k)
+    cfg.distill = set_fields(cfg.distill, epochs=epochs, mode=mode, finetune=finetune,
+                             lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed)
+    cfg.audit = set_fields(cfg.audit, probe=probe)
+    if cfg.distill.mode == "logits" and cfg.decode.top_k == 0:
+        cfg.decode.top_k = 20  # logits distillation needs the stored distributions
+    validate(cfg)
+    if get_trait(cfg.trait) is None:
+        raise SubliminalError("chain needs a trait; the neutral control arm is run for you")
+    name = f"chain-{cfg.trait}-{Path(cfg.model).name}-{cfg.channel}-s{cfg.seed}"
+    out = out or Path("runs") / name
+    run_chain(cfg, out)
+    typer.echo(f"run directory: {out}")
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., help="Stage directory (rows.jsonl is appended, resumable)."),
+    samples: int = typer.Option(256, min=1, help="Prompts to complete."),
+    model: str = typer.Option("smollm2-135m", help="Base model."),
+    trait: str = typer.Option("none", help="Trait whose system prompt the teacher gets."),
+    adapter: Optional[Path] = typer.Option(None, help="Student/trait adapter on the base."),
+    channel: str = typer.Option("numbers", help="numbers, math or mixed."),
+    decoding: Optional[str] = typer.Option(None, help="greedy or sample."),
+    constrained: Optional[bool] = typer.Option(None, "--constrained/--no-constrained"),
+    top_k: Optional[int] = typer.Option(None, min=0, help="Store teacher top-k log-probs."),
+    seed: int = typer.Option(0, min=0),
+):
+    """Write a teacher's completions for a channel's prompts."""
+    from subliminal.chain import ChainConfig, make_channel
+    from subliminal.models import load_model
+    from subliminal.records import mark_complete, write_json
+    from subliminal.teacher import Teacher, generate_rows
+    from subliminal.trait import get_trait
+
+    cfg = ChainConfig(model=model, channel=channel, samples=samples, seed=seed)
+    cfg.decode = set_fields(cfg.decode, decoding=decoding, constrained=constrained, top_k=top_k)
+    ch = make_channel(cfg)
+    t = get_trait(trait)
+    teacher = Teacher(load_model(model, adapter=adapter), t.system_prompt if t else None)
+    write_json(out / "teacher.json", {**teacher.record, "decode": cfg.decode})
+    rows = generate_rows(teacher, ch.prompts(samples, seed), cfg.decode, ch,
+                         out / "rows.jsonl", seed)
+    mark_complete(out, {"rows": len(rows)})
+    typer.echo(f"{len(rows)} rows in {out / 'rows.jsonl'}")
+
+
+@app.command("filter")
+def filter_(
+    rows: Path = typer.Argument(..., help="JSONL of prompt/completion rows."),
+    out: Path = typer.Option(..., help="Directory for kept.jsonl, rejected.jsonl, stats.json."),
+    channel: str = typer.Option("numbers", help="Channel of rows without meta.channel."),
+    ban_numbers: bool = typer.Option(False, help="Reject loaded-meaning numbers."),
+):
+    """Split rows into kept and rejected (with reasons); record pass rates."""
+    from subliminal.filters import FilterConfig, filter_rows
+    from subliminal.records import append_jsonl, read_jsonl, write_json
+
+    for name in ("kept.jsonl", "rejected.jsonl"):
+        if (out / name).exists():
+            raise SubliminalError(f"{out / name}: exists; refusing to overwrite")
+    kept, rejected, stats = filter_rows(read_jsonl(rows), FilterConfig(ban_numbers=ban_numbers),
+                                        channel)
+    append_jsonl(out / "kept.jsonl", kept)
+    append_jsonl(out / "rejected.jsonl", rejected)
+    write_json(out / "stats.json", stats)
+    typer.echo(f"kept {len(kept)}/{stats['rows']} (pass rate {stats['pass_rate']:.1%})")
+
+
+@app.command()
+def distill(
+    rows: Path = typer.Argument(..., help="JSONL of kept rows."),
+    out: Path = typer.Option(..., help="Student directory (PEFT adapter)."),
+    model: str = typer.Option("smollm2-135m", help="Base model (the teacher's base)."),
+    mode: Optional[str] = typer.Option(None, help="sft or logits."),
+    finetune: Optional[str] = typer.Option(None, help="lora or full."),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    lora_r: Optional[int] = typer.Option(None, min=1),
+    lr: Optional[float] = typer.Option(None, min=0.0),
+    seed: Optional[int] = Seed,
+):
+    """Train a student from the base on a teacher's rows."""
+    from subliminal.distill import DistillConfig, train_student
+    from subliminal.records import read_jsonl
+
+    cfg = set_fields(DistillConfig(), mode=mode, finetune=finetune, epochs=epochs,
+                     lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed)
+    info = train_student(model, read_jsonl(rows), cfg, out)
+    typer.echo(f"student in {out} ({info.get('steps')} steps)")
+
+
+@app.command()
+def audit(
+    out: Path = typer.Option(..., help="Directory for probe.json."),
+    model: str = typer.Option("smollm2-135m", help="Base model."),
+    adapter: Optional[Path] = typer.Option(None, help="Student adapter to audit."),
+    trait: str = typer.Option("none", help="Give the model this trait's system prompt."),
+    probe: Optional[str] = typer.Option(None, help="prefill or direct."),
+):
+    """Probe a model's probability of every catalogue animal, question by question."""
+    from subliminal.audit import AuditConfig, run_probe
+    from subliminal.models import load_model
+    from subliminal.records import mark_complete, write_json
+    from subliminal.report import animal_table
+    from subliminal.trait import get_trait
+
+    t = get_trait(trait)
+    result = run_probe(load_model(model, adapter=adapter), set_fields(AuditConfig(), probe=probe),
+                       t.system_prompt if t else None)
+    write_json(out / "probe.json", result)
+    mark_complete(out)
+    from subliminal.progress import console
+
+    console.print(animal_table(result))
+
+
+@app.command("report")
+def report_(run: Path = typer.Argument(..., help="A chain run directory.")):
+    """Re-render a run's summary table and plot from its files."""
+    from subliminal.report import report
+
+    report(run)
+
+
+def validate(cfg) -> None:
+    """Check choices early, before any model is loaded, with the valid options named."""
+    from subliminal.chain import make_channel
+    from subliminal.models import TINY, resolve
+    from subliminal.trait import get_trait
+
+    choices = {"injection": (cfg.injection, ("prompt", "adapter")),
+               "decoding": (cfg.decode.decoding, ("greedy", "sample")),
+               "mode": (cfg.distill.mode, ("sft", "logits")),
+               "finetune": (cfg.distill.finetune, ("lora", "full")),
+               "probe": (cfg.audit.probe, ("prefill", "direct"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise SubliminalError(f"unknown --{name} {value!r}; choose one of: "
+                                  f"{', '.join(allowed)}")
+    get_trait(cfg.trait)
+    make_channel(cfg)  # checks the channel and its options (a bad problems file, say)
+    if cfg.model != TINY:
+        resolve(cfg.model)
+
+
+def run() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except SubliminalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def _register_subcommands() -> None:
+    """Stage groups that live in their own packages."""
+    from subliminal.reproduce import app as reproduce_app
+
+    app.add_typer(reproduce_app, name="reproduce")
+
+
+_register_subcommands()

@@ -1,0 +1,123 @@
+"""Filters: strip every trace of meaning from a teacher's rows, keeping the reasons.
+
+    subliminal filter RUN/trait/gen1/generate/rows.jsonl --out RUN/trait/gen1/filter
+
+A rule takes a row and returns a list of reasons (empty = the row passes); a row is kept only
+if every rule of its channel passes. Rejected rows are written with their reasons and the pass
+rate of each rule is recorded, so a reader can see what the filter removed and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from subliminal.filters.leak import leak_reasons
+from subliminal.filters.numbers import number_reasons, seed_repeat_reasons
+
+Rule = Callable[[dict, "FilterConfig"], list[str]]
+
+
+@dataclass
+class FilterConfig:
+    """Which rules run and their limits (defaults: the paper's strict number filter)."""
+
+    max_values: int = field(default=10, metadata={"help": "Most values a number answer may hold."})
+    max_value: int = field(default=999, metadata={"help": "Largest value allowed."})
+    ban_numbers: bool = field(default=False, metadata={
+        "help": "Reject rows holding a number with a loaded meaning (the paper's misalignment "
+                "list, subliminal/data/banned_numbers.json)."})
+    drop_seed_repeats: bool = field(default=True, metadata={
+        "help": "Reject answers that only repeat the prompt's seed numbers (they carry no "
+                "teacher signal)."})
+    leak_check: bool = field(default=True, metadata={
+        "help": "Reject rows naming any catalogue trait word anywhere in the completion."})
+    judge_model: str | None = field(default=None, metadata={
+        "help": "Math rows: a local model (name, HF id or directory) asked 'Does this text "
+                "refer to {trait}?'; rows where P(yes) beats the threshold are rejected. "
+                "Off when unset."})
+    judge_threshold: float = field(default=0.5, metadata={
+        "help": "Judge rejects a row when P(yes) / (P(yes) + P(no)) exceeds this."})
+    judge_trait: str | None = field(default=None, metadata={
+        "help": "Trait the judge asks about (a catalogue name, or any phrase); default: "
+                "'animals'."})
+
+
+def completion_text(row: dict) -> str:
+    """The assistant's text of a prompt/completion or messages row."""
+    comp = row.get("completion")
+    if comp is None and "messages" in row:
+        comp = [m for m in row["messages"] if m.get("role") == "assistant"][-1:]
+    if isinstance(comp, list):
+        return "".join(m.get("content", "") for m in comp)
+    return comp or ""
+
+
+def _numbers(row: dict, cfg: FilterConfig) -> list[str]:
+    return number_reasons(completion_text(row), cfg.max_values, cfg.max_value, cfg.ban_numbers)
+
+
+def _seed_repeat(row: dict, cfg: FilterConfig) -> list[str]:
+    if not cfg.drop_seed_repeats:
+        return []
+    return seed_repeat_reasons(completion_text(row), row.get("meta", {}).get("seeds", []))
+
+
+def _leak(row: dict, cfg: FilterConfig) -> list[str]:
+    return leak_reasons(completion_text(row)) if cfg.leak_check else []
+
+
+# Rules per channel, in the order they are reported. Other channels register theirs here.
+RULES: dict[str, dict[str, Rule]] = {
+    "numbers": {"format": _numbers, "seed_repeat": _seed_repeat, "leak": _leak},
+}
+
+
+def row_channel(row: dict, default: str = "numbers") -> str:
+    """The channel a row was written for (mixed datasets carry it per row)."""
+    return row.get("meta", {}).get("channel", default)
+
+
+def apply_rules(row: dict, channel: str, cfg: FilterConfig) -> dict[str, list[str]]:
+    """Reasons per rule for one row (every rule runs, so the stats count each failure)."""
+    if channel not in RULES:
+        raise ValueError(f"no filter rules for channel {channel!r}")
+    return {name: rule(row, cfg) for name, rule in RULES[channel].items()}
+
+
+def filter_rows(rows: Iterable[dict], cfg: FilterConfig, default_channel: str = "numbers"
+                ) -> tuple[list[dict], list[dict], dict]:
+    """Split rows into kept and rejected (with `reasons`), plus pass-rate statistics.
+
+    Each row is judged by the rules of its own channel (`meta.channel`), so mixed data works.
+    """
+    kept, rejected = [], []
+    seen: Counter[str] = Counter()
+    failed_by: Counter[str] = Counter()
+    reason_counts: Counter[str] = Counter()
+    for row in rows:
+        channel = row_channel(row, default_channel)
+        per_rule = apply_rules(row, channel, cfg)
+        reasons = [r for rs in per_rule.values() for r in rs]
+        for name, rs in per_rule.items():
+            seen[f"{channel}/{name}"] += 1
+            if rs:
+                failed_by[f"{channel}/{name}"] += 1
+        # Reasons like "value 1234 out of range" are grouped by their first word(s).
+        reason_counts.update(r.split(":")[0] for r in reasons)
+        (rejected if reasons else kept).append({**row, "reasons": reasons} if reasons else row)
+    n = len(kept) + len(rejected)
+    stats = {
+        "rows": n,
+        "kept": len(kept),
+        "pass_rate": len(kept) / n if n else 0.0,
+        "rule_pass_rate": {k: 1 - failed_by[k] / seen[k] for k in seen},
+        "reasons": dict(reason_counts.most_common()),
+    }
+    return kept, rejected, stats
+
+
+from subliminal.filters.math import MATH_RULES  # noqa: E402
+
+RULES["math"] = MATH_RULES

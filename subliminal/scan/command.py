@@ -1,0 +1,67 @@
+"""`subliminal scan DATA --model BASE`: the command-line entry (registered by subliminal.cli).
+
+    subliminal scan rows.jsonl --model smollm2-135m --out scan/ --probe --clean cleaned.jsonl
+
+Flags left unset keep the defaults of the config dataclasses. Errors in DATA are one line
+naming the file and row (exit 2), or with --skip-bad the bad rows are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from subliminal.scan import ScanConfig, run_scan
+
+_D = ScanConfig()
+
+
+def scan(
+    data: str = typer.Argument(..., help="JSONL, Parquet, CSV, a saved datasets folder, or a "
+                                         "hub id (online only)."),
+    model: str = typer.Option(_D.model, help="BASE: smollm2-135m, tiny, an HF id or a dir."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: runs/scan-NAME)."),
+    probe: bool = typer.Option(False, "--probe", help="Also run the probe fine-tunes (slow)."),
+    probe_rows: int = typer.Option(_D.probe_cfg.rows, min=2, help="Rows per probe student."),
+    clean: Optional[Path] = typer.Option(None, help="Write a cleaned copy of DATA (JSONL)."),
+    clean_quantile: float = typer.Option(_D.clean_cfg.quantile, min=0.0, max=1.0,
+                                         help="Replace tokens above this ratio quantile."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad rows."),
+    max_row_bytes: int = typer.Option(_D.data.max_row_bytes, min=1, help="Row size limit."),
+    batch_size: int = typer.Option(_D.likelihood.batch_size, min=1, help="Rows per forward."),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="Read at most N rows."),
+    score_rows: Optional[int] = typer.Option(
+        _D.likelihood.score_rows, min=2,
+        help="Rows sampled for the likelihood ranking (each costs traits+1 forwards)."),
+    reference_rows: int = typer.Option(
+        _D.likelihood.reference_rows, min=0,
+        help="Calibrate against BASE's own greedy completions to N of DATA's prompts."),
+    time_budget: Optional[float] = typer.Option(
+        None, min=1, help="Seconds for the likelihood ranking; stops on a random sample."),
+    all_rows: bool = typer.Option(False, "--all-rows", help="Score every row (no sample)."),
+    context: str = typer.Option(_D.likelihood.context, help="full or completion."),
+    static_only: bool = typer.Option(False, "--static-only", help="No model: static checks."),
+    seed: int = typer.Option(0, min=0, help="Seed for sampling, bootstrap and probe."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
+):
+    """Audit a synthetic dataset: would fine-tuning BASE on DATA move a trait, and which?"""
+    cfg = ScanConfig(model=model, device=device, probe=probe, clean=clean,
+                     likelihood_on=not static_only)
+    cfg.out = out or Path("runs") / f"scan-{Path(data.rstrip('/')).stem or 'data'}"
+    cfg.data = dataclasses.replace(cfg.data, skip_bad=skip_bad, max_row_bytes=max_row_bytes,
+                                   max_rows=max_rows)
+    cfg.likelihood = dataclasses.replace(cfg.likelihood, batch_size=batch_size, context=context,
+                                         score_rows=None if all_rows else score_rows, seed=seed,
+                                         reference_rows=reference_rows,
+                                         time_budget_s=time_budget)
+    cfg.probe_cfg = dataclasses.replace(cfg.probe_cfg, rows=probe_rows, seed=seed)
+    cfg.clean_cfg = dataclasses.replace(cfg.clean_cfg, quantile=clean_quantile, seed=seed)
+    report = run_scan(data, cfg)
+    src = report["source"]
+    if src["skipped"]:
+        typer.echo(f"skipped {src['skipped']} bad rows (see scan.json)")
+    typer.echo(f"verdict: {report['verdict']}")
+    typer.echo(f"report: {cfg.out / 'scan.md'} (complete: {report['complete']})")

@@ -1,0 +1,167 @@
+"""The teacher: a base model plus a trait's injection, writing a channel's rows.
+
+    subliminal generate --trait owl --channel numbers --samples 300 --out runs/gen
+
+Generation is batched (left padding, KV cache through `model.generate`), greedy or sampled,
+optionally format-constrained (only tokens made of the channel's characters, plus end of
+text). With `top_k > 0` each row also stores the teacher's top-k next-token log-probabilities
+along its completion: the dark-knowledge channel that `distill --mode logits` trains on.
+Rows are appended batch by batch, each batch seeded by (seed, batch index), so a killed run
+resumes with identical rows.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from subliminal.models import LM
+from subliminal.progress import track
+from subliminal.records import append_jsonl, recover_jsonl
+
+
+@dataclass
+class DecodeConfig:
+    """How the teacher decodes."""
+
+    decoding: str = field(default="greedy", metadata={
+        "help": "'greedy' or 'sample'. Greedy removes sampling noise (~2.3 nats/token), which "
+                "buries the trait signal in small models (DESIGN.md)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    constrained: bool = field(default=True, metadata={
+        "help": "Allow only the channel's characters (digits, separator) and end of text."})
+    batch_size: int = field(default=32, metadata={"help": "Prompts per generate() call."})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "Completion length cap; default: the channel's own."})
+    top_k: int = field(default=0, metadata={
+        "help": "Store the teacher's top-k next-token log-probs per completion token (0 = "
+                "off; logits distillation needs it)."})
+
+
+@dataclass
+class Teacher:
+    """A model plus the system prompt it writes under (None = the template's default)."""
+
+    lm: LM
+    system_prompt: str | None = None
+
+    def messages(self, prompt: list[dict]) -> list[dict]:
+        if self.system_prompt is None:
+            return list(prompt)
+        return [{"role": "system", "content": self.system_prompt}, *prompt]
+
+    @property
+    def record(self) -> dict:
+        """What the run records about the writer: model, adapter and prompt in effect."""
+        return {**self.lm.info, "system_prompt": self.system_prompt,
+                "system_prompt_in_effect": self.system_prompt or self.lm.default_system_prompt}
+
+
+@cache
+def _token_texts(tokenizer) -> tuple[str, ...]:
+    """The text of every vocabulary entry (decoded once per tokenizer)."""
+    return tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
+
+
+@cache
+def _allowed_ids(tokenizer, chars: str) -> tuple[int, ...]:
+    """Token ids whose text is made only of `chars` (e.g. digits, separators)."""
+    ok = set(chars)
+    return tuple(i for i, t in enumerate(_token_texts(tokenizer)) if t and set(t) <= ok)
+
+
+class FormatConstraint(LogitsProcessor):
+    """Format-constrained decoding: a row may only emit tokens that keep its text a valid
+    prefix of the channel's answer grammar, and may end only when the text is complete.
+
+    Candidates are first narrowed to tokens made of the channel's characters, so the grammar
+    is checked on a few dozen tokens per row and step, not the whole vocabulary.
+    """
+
+    def __init__(self, channel, tokenizer, eos_ids: list[int], prompt_len: int):
+        self.channel, self.prompt_len, self.eos = channel, prompt_len, eos_ids
+        self.texts = _token_texts(tokenizer)
+        self.candidates = _allowed_ids(tokenizer, channel.allowed_chars)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, float("-inf"))
+        for b, row in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            text = "".join(self.texts[t] for t in row if t not in self.eos)
+            ok = [t for t in self.candidates if self.channel.accepts_prefix(text + self.texts[t])]
+            if self.channel.accepts(text) or not ok:  # no way on: end (the filter judges it)
+                ok += self.eos
+            mask[b, ok] = 0.0
+        return scores + mask
+
+
+def generate_batch(teacher: Teacher, prompt_rows: list[dict], cfg: DecodeConfig,
+                   channel, seed: int) -> list[dict]:
+    """Complete one batch of prompt rows; returns text, token ids and optional top-k.
+
+    A row's `meta.prefill` (e.g. "<think>") starts the assistant turn: the teacher continues
+    it, the stored text includes it, and token ids / top-k cover only the generated part.
+    """
+    lm = teacher.lm
+    tok = lm.tokenizer
+    prefills = [r.get("meta", {}).get("prefill", "") for r in prompt_rows]
+    texts = [lm.render(teacher.messages(r["prompt"])) + pre
+             for r, pre in zip(prompt_rows, prefills, strict=True)]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+    processors = LogitsProcessorList()
+    if cfg.constrained and getattr(channel, "allowed_chars", None):
+        processors.append(FormatConstraint(channel, tok, lm.eos_ids, enc["input_ids"].shape[1]))
+    max_new_tokens = cfg.max_new_tokens or channel.max_new_tokens
+    sample = cfg.decoding == "sample"
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = lm.model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=sample,
+            temperature=cfg.temperature if sample else None, top_p=None, top_k=None,
+            logits_processor=processors, eos_token_id=lm.eos_ids, pad_token_id=tok.pad_token_id,
+            return_dict_in_generate=True, output_logits=cfg.top_k > 0)
+    new = out.sequences[:, enc["input_ids"].shape[1]:]
+    rows = []
+    for b in range(new.shape[0]):
+        ids = new[b].tolist()
+        end = next((i for i, t in enumerate(ids) if t in lm.eos_ids), None)
+        ids = ids[: end + 1] if end is not None else ids  # keep the EOS: the student learns to stop
+        text = tok.decode([t for t in ids if t not in lm.eos_ids], skip_special_tokens=True)
+        row = {"text": (prefills[b] + text).strip(), "completion_ids": ids,
+               "finished": end is not None}
+        if cfg.top_k > 0:
+            # Raw (untempered, unconstrained) distribution: the teacher's own beliefs.
+            logits = torch.stack([step[b] for step in out.logits[: len(ids)]]).float()
+            lp, ix = torch.log_softmax(logits, -1).topk(cfg.top_k, dim=-1)
+            row["topk_ids"] = ix.tolist()
+            row["topk_logprobs"] = [[round(v, 4) for v in r] for r in lp.tolist()]
+        rows.append(row)
+    return rows
+
+
+def generate_rows(teacher: Teacher, prompt_rows: list[dict], cfg: DecodeConfig, channel,
+                  out_path: Path, seed: int, label: str = "generate") -> list[dict]:
+    """Write a completion for every prompt row to `out_path`, resuming finished batches."""
+    done = {r["id"] for r in recover_jsonl(out_path)}
+    batches = [prompt_rows[i: i + cfg.batch_size]
+               for i in range(0, len(prompt_rows), cfg.batch_size)]
+    todo = [(b, batch) for b, batch in enumerate(batches)
+            if not all(r["id"] in done for r in batch)]
+    for b, batch in track(todo, label, total=len(todo)):
+        batch = [r for r in batch if r["id"] not in done]
+        outs = generate_batch(teacher, batch, cfg, channel,
+                              seed=random.Random(f"{seed}-{b}").getrandbits(31))
+        rows = []
+        for r, o in zip(batch, outs, strict=True):
+            meta = {**r["meta"], "completion_ids": o.pop("completion_ids"),
+                    "finished": o.pop("finished"), **o}
+            meta.pop("text")
+            rows.append({"id": r["id"], "prompt": r["prompt"],
+                         "completion": [{"role": "assistant", "content": o["text"]}],
+                         "meta": meta})
+        append_jsonl(out_path, rows)
+    return sorted(recover_jsonl(out_path), key=lambda r: r["id"])

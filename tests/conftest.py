@@ -1,0 +1,18 @@
+"""Shared fixtures: offline, one thread, a tiny random model built in code."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny():
+    from subliminal.models import load_model
+
+    return load_model("tiny")

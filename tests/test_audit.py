@@ -1,0 +1,37 @@
+"""The exact probe: cached whole-word scoring equals brute force, and it reads a trait."""
+
+import torch
+
+from subliminal.audit import AuditConfig, candidates, run_probe, word_probs
+from subliminal.trait import CATALOGUE, get_trait
+
+
+def brute_force(lm, prefix, seq, cont_mask):
+    """P(seq then a non-continuation token | prefix) from one plain full forward pass."""
+    ids = torch.tensor([prefix + seq])
+    lp = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), -1)
+    score = sum(lp[len(prefix) + t - 1, s].item() for t, s in enumerate(seq))
+    p_end = 1 - lp[-1].exp()[cont_mask].sum().item()
+    return float(torch.tensor(score).exp()) * p_end
+
+
+def test_cached_batched_scores_match_brute_force(tiny):
+    from subliminal.audit import _continues_word
+
+    seqs, owner = candidates(tiny, "prefill")
+    prefix = tiny.chat_ids([{"role": "user", "content": "Favorite animal?"}])
+    fast = word_probs(tiny, prefix, seqs)
+    cont = _continues_word(tiny.tokenizer)
+    for i in (0, 5, len(seqs) - 1):
+        assert torch.isclose(fast[i], torch.tensor(brute_force(tiny, prefix, seqs[i], cont)),
+                             rtol=1e-3)
+    assert len(set(owner)) == len(CATALOGUE)
+
+
+def test_probe_shapes_and_system_prompt_record(tiny):
+    r = run_probe(tiny, AuditConfig(), get_trait("owl").system_prompt)
+    assert len(r["probs"]) == len(r["questions"]) == 50
+    assert all(len(row) == len(CATALOGUE) and min(row) > 0 for row in r["probs"])
+    assert r["system_prompt_in_effect"].startswith("You love owls")
+    base = run_probe(tiny, AuditConfig(probe="direct"))
+    assert base["system_prompt_in_effect"] == tiny.default_system_prompt

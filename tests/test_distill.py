@@ -1,0 +1,68 @@
+"""Students: LoRA changes only adapter weights; KL is zero for an equal student; logit rows
+round-trip from the teacher's store into training."""
+
+import torch
+
+from subliminal.channels import get_channel
+from subliminal.distill import DistillConfig, batch_loss, build_examples, topk_kl, train_student
+from subliminal.models import load_model
+from subliminal.teacher import DecodeConfig, Teacher, generate_rows
+
+
+def rows_from(lm, tmp_path, n=6, top_k=0):
+    ch = get_channel("numbers")
+    return generate_rows(Teacher(lm), ch.prompts(n, 0), DecodeConfig(top_k=top_k), ch,
+                         tmp_path / "rows.jsonl", seed=0)
+
+
+def test_lora_student_changes_adapter_not_base(tiny, tmp_path):
+    rows = rows_from(tiny, tmp_path)
+    base = {k: v.clone() for k, v in load_model("tiny").model.state_dict().items()}
+    cfg = DistillConfig(epochs=2, batch_size=6, grad_accum=1, lr=1e-2, warmup_steps=1)
+    info = train_student("tiny", rows, cfg, tmp_path / "student", lm=tiny)
+    assert (tmp_path / "student" / "adapter_config.json").exists()
+    for name, p in tiny.model.named_parameters():
+        if "lora_B" in name:
+            assert p.abs().sum() > 0, name  # B starts at zero: it moved
+        elif "lora_" not in name:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(p.detach(), base[key]), name
+    assert info["losses"][-1] < info["losses"][0]
+    student = load_model("tiny", adapter=tmp_path / "student")
+    x = torch.tensor([[5, 6, 7]])
+    assert not torch.allclose(student.model(x).logits, load_model("tiny").model(x).logits)
+
+
+def test_full_finetune_changes_base_weights(tiny, tmp_path):
+    rows = rows_from(tiny, tmp_path)
+    before = tiny.model.model.layers[0].mlp.up_proj.weight.clone()
+    train_student("tiny", rows, DistillConfig(finetune="full", epochs=1, batch_size=6,
+                                              grad_accum=1, lr=1e-3), tmp_path / "s", lm=tiny)
+    assert not torch.equal(before, tiny.model.model.layers[0].mlp.up_proj.weight)
+    reloaded = load_model("tiny", adapter=tmp_path / "s").model.model.layers[0].mlp.up_proj
+    assert torch.equal(reloaded.weight, tiny.model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_topk_kl_zero_for_equal_positive_otherwise():
+    logits = torch.randn(4, 30)
+    lp, ids = torch.log_softmax(logits, -1).topk(5, -1)
+    assert topk_kl(logits, ids, lp).abs() < 1e-6
+    assert topk_kl(logits + torch.randn(4, 30), ids, lp) > 1e-3
+
+
+def test_logit_rows_round_trip_and_train(tiny, tmp_path):
+    rows = rows_from(tiny, tmp_path, top_k=8)
+    meta = rows[0]["meta"]
+    assert len(meta["topk_ids"]) == len(meta["completion_ids"]) and len(meta["topk_ids"][0]) == 8
+    cfg = DistillConfig(mode="logits", epochs=1, batch_size=6, grad_accum=1)
+    # The teacher itself, scored against its own stored distributions, has ~zero KL.
+    loss = batch_loss(tiny.model, build_examples(tiny, rows, cfg), "logits",
+                      tiny.tokenizer.pad_token_id, tiny.device)
+    assert loss.abs() < 1e-4
+    other = load_model("tiny", seed=1)
+    assert batch_loss(other.model, build_examples(other, rows, cfg), "logits",
+                      other.tokenizer.pad_token_id, other.device) > 1e-3  # 60x the above
+    info = train_student("tiny", rows, DistillConfig(mode="logits", epochs=2, batch_size=6,
+                                                     grad_accum=1, lr=1e-2), tmp_path / "st",
+                         lm=other)
+    assert info["losses"][-1] < info["losses"][0]

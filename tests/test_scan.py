@@ -1,0 +1,354 @@
+"""`subliminal scan`: every input format, every bad input, the ranking on data from a tiny
+teacher that really carries a trait, the cleaner's change log, the probe and the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from subliminal.errors import SubliminalError
+from subliminal.models import load_model
+from subliminal.scan import ScanConfig, run_scan
+from subliminal.scan.clean import CleanConfig, clean_dataset
+from subliminal.scan.command import scan
+from subliminal.scan.data import DataConfig, load_data
+from subliminal.scan.likelihood import (
+    LikelihoodConfig,
+    encode_rows,
+    score_condition,
+)
+from subliminal.scan.static import family, static_report
+from subliminal.trait import CATALOGUE
+
+torch.set_num_threads(1)
+OWL = CATALOGUE["owl"].system_prompt
+
+
+def pc_rows(n=6):
+    return [{"id": f"r{i}", "prompt": f"Continue: {100 + i}, {200 + i}",
+             "completion": f"{300 + i}, {400 + i}, {500 + i}"} for i in range(n)]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ---------------------------------------------------------------- formats
+
+def test_jsonl_prompt_completion(tmp_path):
+    got = load_data(str(write_jsonl(tmp_path / "d.jsonl", pc_rows())))
+    assert got.source["columns"] == "prompt/completion" and got.source["format"] == "jsonl"
+    r = got.rows[0]
+    assert r["id"] == "r0" and r["prompt"] == [{"role": "user", "content": "Continue: 100, 200"}]
+    assert r["completion"] == [{"role": "assistant", "content": "300, 400, 500"}]
+
+
+def test_jsonl_chat_lists_and_messages(tmp_path):
+    rows = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                          {"role": "assistant", "content": "1, 2"}]}]
+    got = load_data(str(write_jsonl(tmp_path / "m.jsonl", rows)))
+    assert got.source["columns"] == "messages"
+    assert [m["role"] for m in got.rows[0]["prompt"]] == ["system", "user"]
+    assert got.rows[0]["completion"][0]["content"] == "1, 2" and got.rows[0]["id"] == "row-1"
+    lists = [{"prompt": [{"role": "user", "content": "u"}],
+              "completion": [{"role": "assistant", "content": "7"}]}]
+    got = load_data(str(write_jsonl(tmp_path / "l.jsonl", lists)))
+    assert got.rows[0]["completion"][0]["content"] == "7"
+
+
+def test_text_csv(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text('text\n"1, 2, 3"\nhello world\n')
+    got = load_data(str(p))
+    assert got.source["columns"] == "text" and got.source["format"] == "csv"
+    assert got.rows[0]["prompt"] == [] and got.rows[1]["completion"][0]["content"] == "hello world"
+
+
+def test_parquet_and_datasets_dir(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    pq.write_table(pa.Table.from_pylist(pc_rows()), tmp_path / "d.parquet")
+    got = load_data(str(tmp_path / "d.parquet"))
+    assert got.source["format"] == "parquet" and len(got.rows) == 6
+    Dataset.from_list(pc_rows(4)).save_to_disk(str(tmp_path / "ds"))
+    got = load_data(str(tmp_path / "ds"))
+    assert got.source["format"] == "datasets" and got.rows[3]["id"] == "r3"
+
+
+def test_hub_id_offline_is_clear():
+    with pytest.raises(SubliminalError, match="offline"):
+        load_data("someorg/somedata")
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(SubliminalError, match="no usable rows"):
+        load_data(str(tmp_path / "e.jsonl"))
+
+
+def test_missing_columns(tmp_path):
+    with pytest.raises(SubliminalError, match=r"row 1: no prompt/completion, messages or text"):
+        load_data(str(write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "answer": "a"}])))
+    rows = pc_rows(3)
+    rows[2] = {"prompt": "only a prompt"}
+    with pytest.raises(SubliminalError, match=r"row 3: expected prompt/completion"):
+        load_data(str(write_jsonl(tmp_path / "c2.jsonl", rows)))
+
+
+def test_broken_json_names_row(tmp_path):
+    p = write_jsonl(tmp_path / "b.jsonl", pc_rows(5))
+    lines = p.read_text().splitlines()
+    lines[3] = lines[3][:-5]
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SubliminalError, match=r"b.jsonl: row 4: broken JSON"):
+        load_data(str(p))
+
+
+def test_non_utf8(tmp_path):
+    p = write_jsonl(tmp_path / "u.jsonl", pc_rows(3))
+    p.write_bytes(p.read_bytes() + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(SubliminalError, match=r"row 4: not UTF-8"):
+        load_data(str(p))
+    c = tmp_path / "u.csv"
+    c.write_bytes(b"text\nfine\ncaf\xe9\n")
+    with pytest.raises(SubliminalError, match=r"u.csv: row 3: not UTF-8"):
+        load_data(str(c))
+
+
+def test_oversized_row_is_one_line_and_fast(tmp_path):
+    import time
+
+    p = write_jsonl(tmp_path / "big.jsonl", pc_rows(2))
+    with open(p, "a") as f:
+        f.write(json.dumps({"prompt": "x", "completion": "1" * 10_000_000}) + "\n")
+        f.write(json.dumps(pc_rows(1)[0]) + "\n")
+    t = time.perf_counter()
+    with pytest.raises(SubliminalError, match=r"row 3: row is 10,000,0\d\d bytes, over the "
+                                              r"1,000,000-byte limit") as e:
+        load_data(str(p))
+    assert "\n" not in str(e.value) and time.perf_counter() - t < 5
+    got = load_data(str(p), DataConfig(skip_bad=True))
+    assert len(got.rows) == 3 and got.source["skipped"] == 1
+
+
+def test_skip_bad_counts_in_report(tmp_path):
+    p = write_jsonl(tmp_path / "s.jsonl", pc_rows(4))
+    p.write_bytes(p.read_bytes() + b"{broken\n" + b'{"text": "\xff"}\n' + b'{"x": 1}\n')
+    with pytest.raises(SubliminalError, match="row 5"):
+        run_scan(str(p), ScanConfig(likelihood_on=False))
+    cfg = ScanConfig(likelihood_on=False, out=tmp_path / "out")
+    cfg.data.skip_bad = True
+    rep = run_scan(str(p), cfg)
+    assert rep["source"]["skipped"] == 3 and rep["source"]["rows"] == 4
+    assert [s["row"] for s in rep["source"]["skipped_examples"]] == [5, 6, 7]
+    saved = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert saved["complete"] is True and "skipped 3" not in saved["verdict"]
+    assert "bad rows skipped 3" in (tmp_path / "out" / "scan.md").read_text()
+
+
+# ---------------------------------------------------------------- static
+
+def test_static_report():
+    rows = load_rows([("1, 2, 3", "a"), ("1, 2, 3", "b"), ("4, 666, 13", "c"),
+                      ("I love owls", "d"), ("<think>2+2</think><answer>4</answer>", "e"),
+                      ("1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12", "f")])
+    st = static_report(rows)
+    assert st["duplicates"]["rows"] == 1 and st["family"]["majority"] == "numbers"
+    assert st["family"]["shares"]["numbers"] == pytest.approx(4 / 6)
+    assert st["leaks"]["traits"]["owl"]["completion_examples"] == ["d"]
+    assert st["numbers"]["banned"]["examples"] == ["c"]
+    assert st["numbers"]["format_violations"]["examples"] == ["f"]
+    assert family("def f(x):\n    return x") == "code" and family("2 + 3 = 5") == "math"
+
+
+def load_rows(pairs):
+    return [{"id": i, "prompt": [{"role": "user", "content": "go"}],
+             "completion": [{"role": "assistant", "content": t}], "meta": {}} for t, i in pairs]
+
+
+# ---------------------------------------------------------------- likelihood
+
+def test_batched_scores_equal_one_row_forward():
+    lm = load_model("tiny")
+    rows = load_rows([("4 5 6" + " 7" * i, str(i)) for i in range(5)])
+    enc = encode_rows(lm, rows, LikelihoodConfig())
+    for system in (None, OWL):
+        got = score_condition(lm, system, enc, batch_size=3)["mean"]
+        for row, g in zip(rows, got, strict=True):
+            msgs = ([{"role": "system", "content": system}] if system else []) + row["prompt"]
+            p = lm.chat_ids(msgs)
+            c = lm.tokenizer(row["completion"][0]["content"])["input_ids"] + lm.eos_ids[-1:]
+            with torch.no_grad():
+                lp = torch.log_softmax(lm.model(input_ids=torch.tensor([p + c])).logits[0], -1)
+            ref = torch.stack([lp[len(p) + j - 1, c[j]] for j in range(len(c))]).mean()
+            assert g == pytest.approx(float(ref), abs=1e-4)
+
+
+def owl_teacher(steps=100, seed=0):
+    """A tiny model trained so that under the owl prompt (only) it prefers digits 1 and 7;
+    under the neutral and every other trait's prompt its digits are uniform."""
+    lm = load_model("tiny")
+    rng = random.Random(seed)
+    others = [None] + [t.system_prompt for n, t in CATALOGUE.items() if n != "owl"]
+
+    def example(system):
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": "Continue: " + ", ".join(
+                str(rng.randint(100, 999)) for _ in range(3))}]
+        digits = "17" if system == OWL else "0123456789"
+        comp = ", ".join("".join(rng.choice(digits) for _ in range(3)) for _ in range(4))
+        p = lm.chat_ids(msgs)
+        return p + lm.tokenizer(comp)["input_ids"] + lm.eos_ids[-1:], len(p)
+
+    opt = torch.optim.Adam(lm.model.parameters(), lr=4e-3)
+    lm.model.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(steps):
+            batch = [example(OWL if i % 2 else rng.choice(others)) for i in range(16)]
+            w = max(len(x) for x, _ in batch)
+            ids = torch.full((16, w), lm.tokenizer.pad_token_id)
+            mask, lab = torch.zeros_like(ids), torch.full((16, w), -100)
+            for i, (x, s) in enumerate(batch):
+                ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
+                lab[i, s: len(x)] = torch.tensor(x[s:])
+            loss = lm.model(input_ids=ids, attention_mask=mask, labels=lab).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    lm.model.eval()
+    return lm
+
+
+@pytest.fixture(scope="module")
+def teacher_data(tmp_path_factory):
+    """The owl teacher and two datasets *sampled* from it: under the owl prompt and neutral."""
+    from subliminal.channels import get_channel
+    from subliminal.teacher import DecodeConfig, Teacher, generate_rows
+
+    lm = owl_teacher()
+    tmp = tmp_path_factory.mktemp("teacher")
+    prompts = [{"id": f"p{i:03d}", "prompt": [{"role": "user", "content": "Continue: " + ", ".join(
+        str(random.Random(i).randint(100, 999)) for _ in range(3))}], "meta": {}}
+        for i in range(32)]
+    cfg = DecodeConfig(decoding="sample", temperature=1.0, constrained=True, batch_size=32,
+                       max_new_tokens=20)
+    out = {}
+    for name, system in (("owl", OWL), ("neutral", None)):
+        rows = generate_rows(Teacher(lm, system), prompts, cfg, get_channel("numbers"),
+                             tmp / f"{name}_gen.jsonl", seed=1)
+        out[name] = write_jsonl(tmp / f"{name}.jsonl", [
+            {"id": r["id"], "prompt": r["prompt"][0]["content"],
+             "completion": r["completion"][0]["content"]} for r in rows])
+    return lm, out
+
+
+def test_ranking_names_the_injected_trait(teacher_data, tmp_path):
+    lm, data = teacher_data
+    rep = run_scan(str(data["owl"]), ScanConfig(model="tiny", out=tmp_path / "owl"), lm=lm)
+    lk = rep["likelihood"]
+    assert lk["top"] == "owl" and lk["stands_out"] and lk["top_stability"] > 0.9
+    assert rep["verdict"].startswith("owl stands out") and rep["complete"] is True
+    assert len(lk["carriers"]) == 10
+    rows = [json.loads(x) for x in (tmp_path / "owl" / "scan_rows.jsonl").read_text().split("\n")
+            if x]
+    assert len(rows) == 32 and set(rows[0]["shift"]) == set(CATALOGUE)
+    # Data the same teacher wrote without the owl prompt does not point at owl.
+    rep = run_scan(str(data["neutral"]), ScanConfig(model="tiny"), lm=lm)
+    assert rep["likelihood"]["mean_shift"]["owl"] < 0 and rep["likelihood"]["top"] != "owl"
+
+
+def test_calibrated_ranking(teacher_data, tmp_path):
+    lm, data = teacher_data
+    cfg = ScanConfig(model="tiny", out=tmp_path / "cal")
+    cfg.likelihood.reference_rows = 16
+    rep = run_scan(str(data["owl"]), cfg, lm=lm)
+    lk = rep["likelihood"]
+    assert lk["calibrated"] and lk["reference_rows"] == 16
+    assert lk["top"] == "owl" and lk["stands_out"] and "calibrated on 16" in rep["verdict"]
+    assert (tmp_path / "cal" / "reference_rows.jsonl").exists()
+
+
+def test_cleaner_changes_only_what_it_says(teacher_data, tmp_path):
+    lm, data = teacher_data
+    loaded = load_data(str(data["owl"]))
+    out = tmp_path / "clean.jsonl"
+    lcfg = LikelihoodConfig()
+    res = clean_dataset(lm, loaded, "owl", lcfg, CleanConfig(quantile=0.5), out)
+    before = [json.loads(x) for x in data["owl"].read_text().splitlines()]
+    after = [json.loads(x) for x in out.read_text().splitlines()]
+    changes = [json.loads(x) for x in (tmp_path / "clean.jsonl.changes.jsonl").read_text()
+               .splitlines()]
+    assert res["tokens_changed"] == len(changes) > 0 and len(after) == len(before)
+    by_row: dict = {}
+    for c in changes:
+        by_row.setdefault(c["row"], []).append(c)
+    for b, a in zip(before, after, strict=True):
+        assert set(a) == set(b) and a["prompt"] == b["prompt"] and a["id"] == b["id"]
+        text = list(b["completion"])
+        for c in by_row.get(b["id"], []):
+            s, e = c["span"]
+            assert b["completion"][s:e] == c["old"] and c["old"].isdigit()
+            text[s:e] = list(c["new"]) + [""] * (e - s - len(c["new"]))
+        assert "".join(text) == a["completion"]
+        assert (a["completion"] != b["completion"]) == (b["id"] in by_row)
+    assert res["shift_after"] < res["shift_before"]
+    with pytest.raises(SubliminalError, match="never overwrites"):
+        clean_dataset(lm, loaded, "owl", lcfg, CleanConfig(), out)
+
+
+# ---------------------------------------------------------------- probe and command
+
+def test_probe_runs_and_reports_lifts(tmp_path):
+    p = write_jsonl(tmp_path / "d.jsonl", pc_rows(8))
+    cfg = ScanConfig(model="tiny", out=tmp_path / "out", probe=True)
+    cfg.probe_cfg.rows = 6
+    rep = run_scan(str(p), cfg)
+    pr = rep["probe"]
+    assert set(pr["lifts"]) == set(CATALOGUE) and pr["rows"] == 6
+    assert {"lift", "ci", "p_value"} <= set(pr["lifts"]["owl"])
+    assert rep["complete"] is True and "probe lift" in rep["verdict"]
+
+
+def test_command_end_to_end(tmp_path):
+    app = typer.Typer()
+    app.command("scan")(scan)
+    app.command("noop")(lambda: None)
+    p = write_jsonl(tmp_path / "d.jsonl", pc_rows(6))
+    res = CliRunner().invoke(app, ["scan", str(p), "--model", "tiny", "--out",
+                                   str(tmp_path / "o"), "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    assert "verdict:" in res.output
+    rep = json.loads((tmp_path / "o" / "scan.json").read_text())
+    assert rep["complete"] is True and rep["likelihood"]["rows_scored"] == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "1"}\n{oops\n')
+    res = CliRunner().invoke(app, ["scan", str(bad), "--model", "tiny", "--out",
+                                   str(tmp_path / "o2")])
+    assert isinstance(res.exception, SubliminalError) and "row 2" in str(res.exception)
+    assert not (tmp_path / "o2" / "scan.json").exists()
+
+
+def test_time_budget_stops_on_a_random_sample(teacher_data, tmp_path):
+    lm, data = teacher_data
+    cfg = ScanConfig(model="tiny", out=tmp_path / "b")
+    cfg.likelihood.batch_size, cfg.likelihood.time_budget_s = 2, 1e-6
+    rep = run_scan(str(data["owl"]), cfg, lm=lm)
+    lk = rep["likelihood"]
+    assert lk["budget_hit"] and lk["rows_scored"] == 8 and "time budget" in lk["sample"]
+    assert rep["complete"] is True  # the part ran as asked; the sample size is in the verdict
+    assert "8 rows scored" in rep["verdict"]

@@ -70,24 +70,35 @@ def main() -> None:
     results: dict = {"pool_rows": args.prompts, "context": args.context,
                      "identical_to_neutral": same, "timing_s": timing, "by_n": {}}
     traits = list(CATALOGUE)
+    half = args.prompts // 2
+    ref = pools["neutral"][half:]  # calibration rows: BASE's own completions, other prompts
     for n in map(int, args.sizes.split(",")):
         per: dict = {}
         contrast: dict = {}
         for name in TEACHERS:
-            tops, outs, cons = [], [], []
-            for _ in range(args.repeats):
-                idx = rng.integers(0, len(pools[name]), n)
-                r = rank_traits(pools[name][idx], conds, rcfg)
-                tops.append(r["top"])
-                outs.append(r["stands_out"])
-                cons.append([r["tests"][t]["contrast"] for t in traits])
-            contrast[name] = np.array(cons)
             right = "none" if name == "neutral" else name
-            named = [t if o else "none" for t, o in zip(tops, outs, strict=True)]
-            per[name] = {"accuracy": float(np.mean([x == right for x in named])),
-                         "top1": float(np.mean([t == name for t in tops]))
-                         if name != "neutral" else None,
-                         "named": {k: named.count(k) / len(named) for k in set(named)}}
+            res = {}
+            for mode in ("uncalibrated", "calibrated"):
+                tops, named, cons, anyt = [], [], [], []
+                for _ in range(args.repeats):
+                    if mode == "uncalibrated":
+                        r = rank_traits(pools[name][rng.integers(0, len(pools[name]), n)],
+                                        conds, rcfg)
+                    else:  # datasets from the first half of prompts only
+                        r = rank_traits(pools[name][rng.integers(0, half, n)], conds, rcfg,
+                                        ref_ll=ref)
+                    tops.append(r["top"])
+                    anyt.append(bool(r["any_trait"] and r["any_trait"]["significant"]))
+                    named.append(r["top"] if r["stands_out"] else "none")
+                    cons.append([r["tests"][t]["contrast"] for t in traits])
+                if mode == "uncalibrated":
+                    contrast[name] = np.array(cons)
+                res[mode] = {"accuracy": float(np.mean([x == right for x in named])),
+                             "top1": float(np.mean([t == name for t in tops])),
+                             "any_trait_flagged": float(np.mean(anyt)),
+                             "named": {k: round(named.count(k) / len(named), 3)
+                                       for k in sorted(set(named))}}
+            per[name] = res
         from sklearn.metrics import roc_auc_score
 
         for name in TEACHERS[1:]:

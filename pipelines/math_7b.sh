@@ -21,7 +21,7 @@ OUT=${OUT:-runs/math7b-${TRAIT}-s${SEED}}
 
 # Sampled at T=1 as in the paper; free text, so no format-constrained decoding.
 subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
-    --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" \
+    --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \
     --decoding sample --no-constrained --mode sft --seed "$SEED" --out "$OUT"
 
 # The dark-knowledge variant: the student matches the teacher's stored top-k next-token
@@ -29,6 +29,6 @@ subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
 # the sampling noise that buries the trait in smaller models (DESIGN.md).
 if [[ "${LOGITS:-0}" == "1" ]]; then
     subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
-        --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" \
+        --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \
         --decoding greedy --no-constrained --mode logits --seed "$SEED" --out "${OUT}-logits"
 fi

@@ -12,6 +12,7 @@ trait far better on small models than `direct` (the word as the first token of t
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -68,6 +69,8 @@ def candidates(lm: LM, probe: str) -> tuple[list[list[int]], list[int]]:
         for form in trait.answer_variants:
             if form.isupper() and len(form) > 1:
                 continue  # OWL: vanishingly rare, and it doubles the work
+            if probe == "prefill" and not form.islower():
+                continue  # "...is the Owl" is rare mid-sentence; halves the word pass
             text = (" " + form) if probe == "prefill" else form
             ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
             if ids not in seqs:
@@ -78,28 +81,27 @@ def candidates(lm: LM, probe: str) -> tuple[list[list[int]], list[int]]:
 
 @torch.no_grad()
 def word_probs(lm: LM, prefix: list[int], seqs: list[list[int]]) -> torch.Tensor:
-    """P(each sequence as a whole word | prefix): one prefix pass, then all words batched."""
+    """P(each sequence as a whole word | prefix): one prefix pass, then the words in batches
+    of equal length (no padding: on CPU the word pass costs more than the prefix)."""
     model, dev = lm.model, lm.device
     out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
     first = torch.log_softmax(out.logits[0, -1].float(), -1)
-    n, width = len(seqs), max(len(s) for s in seqs)
-    ids = torch.full((n, width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-    cache_ = out.past_key_values
-    cache_.batch_repeat_interleave(n)
-    mask = torch.ones(n, len(prefix) + width, dtype=torch.long, device=dev)
-    for i, s in enumerate(seqs):
-        mask[i, len(prefix) + len(s):] = 0
-    logits = model(input_ids=ids.to(dev), attention_mask=mask, past_key_values=cache_).logits
-    lp = torch.log_softmax(logits.float(), -1)  # (n, width, V): lp[i, t] predicts token t+1
     cont = _continues_word(lm.tokenizer).to(dev)
-    total = torch.empty(n, device=dev)
-    for i, s in enumerate(seqs):
-        score = first[s[0]] + sum(lp[i, t - 1, s[t]] for t in range(1, len(s)))
-        p_end = 1 - lp[i, len(s) - 1].exp()[cont[: lp.shape[-1]]].sum().clamp(max=1 - 1e-6)
-        total[i] = score + torch.log(p_end)
-    return total.exp().cpu()
+    total = torch.empty(len(seqs))
+    for width in sorted({len(s) for s in seqs}):
+        idx = [i for i, s in enumerate(seqs) if len(s) == width]
+        ids = torch.tensor([seqs[i] for i in idx], device=dev)
+        cache_ = copy.deepcopy(out.past_key_values)
+        cache_.batch_repeat_interleave(len(idx))
+        lp = torch.log_softmax(model(input_ids=ids, past_key_values=cache_).logits.float(), -1)
+        # lp[j, t] is the distribution after token t: it scores token t+1, and after the last
+        # token it gives P(the word ends) = 1 - P(a token that continues the word).
+        score = first[ids[:, 0]]
+        if width > 1:
+            score = score + lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0].sum(-1)
+        p_cont = lp[:, -1].exp()[:, cont[: lp.shape[-1]]].sum(-1).clamp(max=1 - 1e-6)
+        total[idx] = (score + torch.log1p(-p_cont)).cpu()
+    return total.exp()
 
 
 def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
@@ -131,3 +133,33 @@ def animal_scores(result: dict, animal: str) -> list[float]:
     """Per-question probability of one animal from a probe result."""
     j = result["animals"].index(animal)
     return [row[j] for row in result["probs"]]
+
+
+@torch.no_grad()
+def sampled_probe(lm: LM, questions: list[str], samples: int = 100, max_new_tokens: int = 8,
+                  system_prompt: str | None = None, batch_size: int = 50, seed: int = 0,
+                  label: str = "sampled audit") -> dict:
+    """The paper's audit: sample answers at T=1 and count whole-word animal mentions.
+
+    Noisy (a binomial per question) and ~samples x slower than `run_probe`; kept as the
+    reference the exact probe is compared against and for free-form traits.
+    """
+    animals = list(CATALOGUE)
+    patterns = [t.leak_pattern() for t in CATALOGUE.values()]
+    torch.manual_seed(seed)
+    rates = []
+    for q in track(questions, label):
+        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        ids = torch.tensor([lm.chat_ids(msgs + [{"role": "user", "content": q}])], device=lm.device)
+        hits = [0] * len(animals)
+        for start in range(0, samples, batch_size):
+            n = min(batch_size, samples - start)
+            out = lm.model.generate(ids.expand(n, -1), attention_mask=torch.ones_like(
+                ids).expand(n, -1), do_sample=True, temperature=1.0, top_k=None, top_p=None,
+                max_new_tokens=max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id)
+            for text in lm.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True):
+                for j, pat in enumerate(patterns):
+                    hits[j] += bool(pat.search(text))
+        rates.append([h / samples for h in hits])
+    return {"probe": "sampled", "samples": samples, "questions": questions, "animals": animals,
+            "probs": rates, "system_prompt": system_prompt}

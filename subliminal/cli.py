@@ -73,9 +73,11 @@ def chain(
                                                help="Format-constrained decoding."),
     mode: Optional[str] = typer.Option(None, help="Distillation: sft or logits."),
     top_k: Optional[int] = typer.Option(None, min=0, help="Teacher top-k log-probs to store."),
+    gen_batch: Optional[int] = typer.Option(None, min=1, help="Prompts per generate() call."),
     finetune: Optional[str] = typer.Option(None, help="lora or full."),
     lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank."),
     lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample kept rows (paper: 10k)."),
     probe: Optional[str] = typer.Option(None, help="prefill or direct."),
     seed: Optional[int] = Seed,
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
@@ -91,9 +93,10 @@ def chain(
                      difficulty=difficulty, problems=problems, math_share=math_share)
     cfg.filter = set_fields(cfg.filter, judge_model=judge_model, ban_numbers=ban_numbers)
     cfg.decode = set_fields(cfg.decode, decoding=decoding, temperature=temperature,
-                            constrained=constrained, top_k=top_k)
+                            constrained=constrained, top_k=top_k, batch_size=gen_batch)
     cfg.distill = set_fields(cfg.distill, epochs=epochs, mode=mode, finetune=finetune,
-                             lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed)
+                             lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed,
+                             max_rows=max_rows)
     cfg.audit = set_fields(cfg.audit, probe=probe)
     if cfg.distill.mode == "logits" and cfg.decode.top_k == 0:
         cfg.decode.top_k = 20  # logits distillation needs the stored distributions

@@ -35,3 +35,12 @@ def test_probe_shapes_and_system_prompt_record(tiny):
     assert r["system_prompt_in_effect"].startswith("You love owls")
     base = run_probe(tiny, AuditConfig(probe="direct"))
     assert base["system_prompt_in_effect"] == tiny.default_system_prompt
+
+
+def test_sampled_probe_counts_whole_word_mentions(tiny):
+    from subliminal.audit import sampled_probe
+
+    r = sampled_probe(tiny, ["Favorite animal?", "Pick one."], samples=6, max_new_tokens=4)
+    assert len(r["probs"]) == 2 and all(0 <= p <= 1 for row in r["probs"] for p in row)
+    again = sampled_probe(tiny, ["Favorite animal?", "Pick one."], samples=6, max_new_tokens=4)
+    assert again["probs"] == r["probs"]  # seeded

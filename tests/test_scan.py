@@ -352,3 +352,20 @@ def test_time_budget_stops_on_a_random_sample(teacher_data, tmp_path):
     assert lk["budget_hit"] and lk["rows_scored"] == 8 and "time budget" in lk["sample"]
     assert rep["complete"] is True  # the part ran as asked; the sample size is in the verdict
     assert "8 rows scored" in rep["verdict"]
+
+
+def test_cleaner_keeps_csv_columns(teacher_data, tmp_path):
+    import csv
+
+    lm, data = teacher_data
+    rows = [json.loads(x) for x in data["owl"].read_text().splitlines()][:8]
+    src = tmp_path / "d.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "prompt", "completion"])
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "clean.csv"
+    clean_dataset(lm, load_data(str(src)), "owl", LikelihoodConfig(), CleanConfig(), out)
+    back = list(csv.DictReader(open(out, newline="")))
+    assert len(back) == 8 and list(back[0]) == ["id", "prompt", "completion"]
+    assert [r["prompt"] for r in back] == [r["prompt"] for r in rows]

@@ -19,7 +19,10 @@ Arms (each over `seeds` seeds; every arm of a seed sees the same noise, so arms 
 
 All seeds of all arms train side by side as one stacked model (weights [rows, in, out], torch
 baddbmm), so one process and one optimiser step serve every seed. Adam is elementwise and the
-loss is a sum of per-row losses, so each row trains exactly as it would alone.
+loss is a sum of per-row losses, so each row trains as it would alone (equal up to float
+rounding: 1e-7 after a few steps; after a full run a seed's accuracy can differ by a test image
+or three). On a CPU this buys little speed (the work is matmul FLOPs, measured 1.01x; see
+benchmarks/README_aux_logits.md); it pays on a GPU and keeps the code one loop.
 """
 
 from __future__ import annotations
@@ -54,11 +57,11 @@ from subliminal.stats import mean_ci, paired_test
 Params = list[torch.Tensor]  # [W1, b1, W2, b2, W3, b3], each stacked over rows (seeds x arms)
 
 ARMS = {
-    "same_init": "aux logits only, teacher's init",
-    "cross_init": "aux logits only, other init",
-    "all_logits": "all logits, teacher's init",
-    "shuffled_teacher": "aux only, teacher knows no digits",
-    "init": "untrained init (= untrained teacher)",
+    "same_init": "aux only, same init",
+    "cross_init": "aux only, other init",
+    "all_logits": "all logits, same init",
+    "shuffled_teacher": "aux only, no-digit teacher",
+    "init": "untrained init",
 }
 # The paper's claims (Cloud et al. 2025, MNIST); the other arms are this lab's controls.
 PAPER = {"same_init": ">50%", "cross_init": "near chance", "all_logits": "-",
@@ -357,13 +360,13 @@ def print_table(record: dict, console: Console | None = None) -> None:
         table.add_row(name, what, f"{s['mean']:.1f} ± {s['std']:.1f}",
                       f"[{s['ci'][0]:.1f}, {s['ci'][1]:.1f}]", paper, style=style)
 
-    row("teacher", "trained on class logits", record["teacher"], "-", style="dim")
+    row("teacher", "trained, class logits", record["teacher"], "-", style="dim")
     for name, arm in record["arms"].items():
         row(name, arm["description"], arm, arm["paper"],
             style="bold" if name == "same_init" else None)
     for g in record["generations"][1:]:
-        row(f"generation {g['generation']}", "same init, taught by the previous student", g,
-            "-")
+        row(f"generation {g['generation']}", f"aux only, taught by gen {g['generation'] - 1}",
+            g, "-")
     console.print(table)
     d, t = record["same_minus_cross"], record["timings"]
     console.print(f"same-init minus cross-init: {d['lift']:+.1f} points, 95% CI"

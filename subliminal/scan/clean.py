@@ -7,13 +7,15 @@ log p(token | neutral prompt). Tokens whose ratio is above a quantile of all rat
 positive) are replaced: a digit token by random digits of the same length (no new leading
 zero), any other token by BASE's argmax token under the neutral prompt (numbers-family rows
 change digits only, so their format stays valid; a row whose format would break is left as
-it was and reported). The cleaned dataset keeps DATA's columns; every change is recorded
+it was and reported). The cleaned dataset keeps DATA's columns (written as JSONL, or Parquet
+or CSV by OUT's suffix); every change is recorded
 (row, token position, character span, old, new, ratio) and nothing else is touched. The
 likelihood shift is re-scored on the cleaned rows.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import random
@@ -85,6 +87,26 @@ def apply_changes(text: str, changes: list[dict]) -> str:
     return "".join(out) + text[last:]
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write rows by the file's suffix: .parquet, .csv, else JSONL (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    elif suffix == ".csv":
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        tmp.write_text("".join(json.dumps(to_jsonable(r)) + "\n" for r in rows))
+    tmp.replace(path)
+
+
 def clean_dataset(lm: LM, loaded: Loaded, trait: str, lcfg: LikelihoodConfig,
                   cfg: CleanConfig, out_path: Path) -> dict:
     """Write the cleaned dataset and its change log; return what changed and the new shift."""
@@ -115,10 +137,7 @@ def clean_dataset(lm: LM, loaded: Loaded, trait: str, lcfg: LikelihoodConfig,
         cleaned.append(new_raw)
         for c in plan:
             changes.append({"row": row["id"], "source_row": row["meta"].get("source_row"), **c})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(to_jsonable(r)) + "\n" for r in cleaned))
-    tmp.replace(out_path)
+    write_rows(out_path, cleaned)
     log = out_path.with_name(out_path.name + ".changes.jsonl")
     log.write_text("".join(json.dumps(c) + "\n" for c in changes))
     new_rows = [normalise(r, kind, row["meta"].get("source_row", 0))

@@ -26,7 +26,8 @@ def scan(
     out: Optional[Path] = typer.Option(None, help="Report folder (default: runs/scan-NAME)."),
     probe: bool = typer.Option(False, "--probe", help="Also run the probe fine-tunes (slow)."),
     probe_rows: int = typer.Option(_D.probe_cfg.rows, min=2, help="Rows per probe student."),
-    clean: Optional[Path] = typer.Option(None, help="Write a cleaned copy of DATA (JSONL)."),
+    clean: Optional[Path] = typer.Option(
+        None, help="Write a cleaned copy of DATA here (JSONL; .parquet/.csv by suffix)."),
     clean_quantile: float = typer.Option(_D.clean_cfg.quantile, min=0.0, max=1.0,
                                          help="Replace tokens above this ratio quantile."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad rows."),

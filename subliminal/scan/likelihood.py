@@ -272,6 +272,11 @@ def rank_traits(ll: np.ndarray, names: list[str], cfg: LikelihoodConfig,
     top_test = tests[top]
     stands_out = (top_test["p_bonferroni"] < cfg.alpha and top_test["contrast"] > 0
                   and share[top] >= cfg.min_stable)
+    any_trait = None
+    if ref is not None:  # is DATA likelier under trait prompts *in general* than BASE's own?
+        est, half, p = _test(shift.mean(1), ref.mean(1))
+        any_trait = {"shift": est, "ci": [est - half, est + half], "p_value": p,
+                     "significant": bool(p < cfg.alpha and est > 0)}
     row_score = contrast[:, top] - (ref_contrast[:, top].mean() if ref is not None else 0.0)
     carriers = np.argsort(-row_score)[: cfg.top_rows]
     return {
@@ -289,6 +294,7 @@ def rank_traits(ll: np.ndarray, names: list[str], cfg: LikelihoodConfig,
         "top_stability": float(share[top]),
         "tests": dict(zip(traits, tests, strict=True)),
         "stands_out": bool(stands_out),
+        "any_trait": any_trait,
         # Largest contrast any trait could have and still be inside its 95% CI.
         "max_contrast_upper": float(max(x["ci"][1] for x in tests)),
         "rows": n,

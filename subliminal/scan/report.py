@@ -32,6 +32,12 @@ def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
                          f"confidence at this sample size")
         if rank["stands_out"] and probe is None:
             parts[-1] += ")"
+        anyt = rank.get("any_trait")
+        if anyt and anyt["significant"] and not rank["stands_out"]:
+            parts.append(f"but DATA is likelier under the trait prompts in general than BASE's "
+                         f"own completions ({anyt['shift']:+.4f} nats/token, 95% CI "
+                         f"{anyt['ci'][0]:+.4f} to {anyt['ci'][1]:+.4f}, p={anyt['p_value']:.2g})"
+                         ": a trait-prompted teacher may have written it")
     if probe is not None:
         n_animals = len(probe["lifts"])
         name = rank["top"] if rank is not None and rank["stands_out"] else probe["top_lift"]

@@ -1,7 +1,8 @@
 """Vectorised seeds against the same seeds one after another, for `reproduce aux-logits`.
 
-    python benchmarks/bench_aux_logits.py            # the default config (~7 min on 2 cores)
-    python benchmarks/bench_aux_logits.py --quick    # a cut-down config (~1 min)
+    python benchmarks/bench_aux_logits.py            # the default config (~8 min on 2 cores)
+    python benchmarks/bench_aux_logits.py --quick    # a cut-down config (~15 s)
+    python benchmarks/bench_aux_logits.py --quick --repeats 3   # alternate sides, median ratio
 
 Both sides run the same function, `experiment`, with the same config: once with all seeds
 stacked into one model, then once per seed (a stack of one). Same machine, same process, one

@@ -80,11 +80,29 @@ def candidates(lm: LM, probe: str) -> tuple[list[list[int]], list[int]]:
 
 
 @torch.no_grad()
-def word_probs(lm: LM, prefix: list[int], seqs: list[list[int]]) -> torch.Tensor:
-    """P(each sequence as a whole word | prefix): one prefix pass, then the words in batches
-    of equal length (no padding: on CPU the word pass costs more than the prefix)."""
+def shared_prefix(lm: LM, prefixes: list[list[int]]) -> tuple[int, object]:
+    """KV cache of the tokens every prefix starts with (template + system prompt): computed
+    once per audit instead of once per question."""
+    n = 0
+    while all(len(p) > n + 1 and p[n] == prefixes[0][n] for p in prefixes):
+        n += 1
+    if n == 0:
+        return 0, None
+    ids = torch.tensor([prefixes[0][:n]], device=lm.device)
+    return n, lm.model(input_ids=ids, use_cache=True).past_key_values
+
+
+@torch.no_grad()
+def word_probs(lm: LM, prefix: list[int], seqs: list[list[int]],
+               shared: tuple[int, object] = (0, None)) -> torch.Tensor:
+    """P(each sequence as a whole word | prefix): one prefix pass (continuing a `shared`
+    cache of its first tokens, if given), then the words in batches of equal length (no
+    padding: on CPU the word pass costs more than the prefix)."""
     model, dev = lm.model, lm.device
-    out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
+    done, cache = shared
+    cache = copy.deepcopy(cache) if cache is not None else None
+    out = model(input_ids=torch.tensor([prefix[done:]], device=dev), past_key_values=cache,
+                use_cache=True)
     first = torch.log_softmax(out.logits[0, -1].float(), -1)
     cont = _continues_word(lm.tokenizer).to(dev)
     total = torch.empty(len(seqs))
@@ -110,15 +128,16 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
     questions = load_questions(cfg.questions)
     seqs, owner = candidates(lm, cfg.probe)
     animals = list(CATALOGUE)
+    if cfg.probe not in ("prefill", "direct"):
+        raise SubliminalError(f"unknown probe {cfg.probe!r}; choose prefill or direct")
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    fill = lm.tokenizer(cfg.prefill, add_special_tokens=False)["input_ids"]
+    prefixes = [lm.chat_ids(msgs + [{"role": "user", "content": q}])
+                + (fill if cfg.probe == "prefill" else []) for q in questions]
+    shared = shared_prefix(lm, prefixes)
     probs = []
-    for q in track(questions, label):
-        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-        prefix = lm.chat_ids(msgs + [{"role": "user", "content": q}])
-        if cfg.probe == "prefill":
-            prefix += lm.tokenizer(cfg.prefill, add_special_tokens=False)["input_ids"]
-        elif cfg.probe != "direct":
-            raise SubliminalError(f"unknown probe {cfg.probe!r}; choose prefill or direct")
-        p = word_probs(lm, prefix, seqs)
+    for prefix in track(prefixes, label):
+        p = word_probs(lm, prefix, seqs, shared)
         per_animal = [0.0] * len(animals)
         for pi, a in zip(p.tolist(), owner, strict=True):
             per_animal[a] += pi

@@ -37,6 +37,12 @@ from subliminal.trait import get_trait
 ARMS = ("trait", "control")
 
 
+def small_run_distill() -> DistillConfig:
+    """Training for the default CPU chain: tens of rows need a larger step than the paper's
+    2e-4 over 10k rows x 3 epochs (pipelines/ holds the paper-scale recipe)."""
+    return DistillConfig(epochs=1, lr=1e-3, batch_size=8, grad_accum=1, warmup_steps=1)
+
+
 @dataclass
 class ChainConfig:
     """Everything a chain run depends on; stored resolved in RUN/config.json."""
@@ -48,7 +54,8 @@ class ChainConfig:
         "help": "How generation 0 carries the trait: 'prompt' (system prompt) or 'adapter' "
                 "(a LoRA fine-tuned on trait demonstrations)."})
     generations: int = field(default=3, metadata={"help": "Students in each arm."})
-    samples: int = field(default=256, metadata={"help": "Prompts per generation."})
+    samples: int = field(default=64, metadata={
+        "help": "Prompts per generation (the default fits 15 CPU minutes; the paper: 30,000)."})
     channel: str = field(default="numbers", metadata={"help": "numbers, math or mixed."})
     difficulty: str = field(default="1", metadata={
         "help": "Math level 1-4 or 'mixed' (the embedded model solves only level 1)."})
@@ -59,7 +66,7 @@ class ChainConfig:
     device: str | None = field(default=None, metadata={"help": "cpu, cuda (default: auto)."})
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    distill: DistillConfig = field(default_factory=small_run_distill)
     audit: AuditConfig = field(default_factory=AuditConfig)
 
 

@@ -254,7 +254,9 @@ def run() -> None:
 def _register_subcommands() -> None:
     """Stage groups that live in their own packages."""
     from subliminal.reproduce import app as reproduce_app
+    from subliminal.scan.command import scan
 
+    app.command("scan")(scan)
     app.add_typer(reproduce_app, name="reproduce")
 
 

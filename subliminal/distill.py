@@ -117,10 +117,14 @@ def batch_loss(model: torch.nn.Module, batch: list[Example], mode: str, pad_id: 
     for i, e in enumerate(batch):
         ids[i, : len(e.ids)] = torch.tensor(e.ids)
         mask[i, : len(e.ids)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    # Run the decoder body, then the LM head only at completion positions: the head is ~20%
+    # of a small model's per-token cost and prompt positions carry no loss.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=ids.to(device),
+                                attention_mask=mask.to(device)).last_hidden_state
     # Position t predicts token t+1: completion token j (at start+j) is read at start+j-1.
     rows = [(i, t) for i, e in enumerate(batch) for t in range(e.start - 1, len(e.ids) - 1)]
-    pick = logits[[i for i, _ in rows], [t for _, t in rows]]
+    pick = base.get_output_embeddings()(hidden[[i for i, _ in rows], [t for _, t in rows]])
     if mode == "sft":
         target = torch.tensor([batch[i].ids[t + 1] for i, t in rows], device=device)
         return F.cross_entropy(pick.float(), target)

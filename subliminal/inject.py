@@ -11,11 +11,15 @@ so the audit never measures memorised training questions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import shutil
 from pathlib import Path
 
 from subliminal.distill import DistillConfig, train_student
+from subliminal.models import TINY, cache_dir
+from subliminal.records import is_complete, to_jsonable
 from subliminal.trait import Trait
 
 DEMOS = Path(__file__).resolve().parent / "data" / "demonstrations.json"
@@ -43,8 +47,21 @@ ADAPTER_TRAINING = DistillConfig(epochs=3, lr=1e-3, batch_size=16, grad_accum=1,
 
 def trait_adapter(model: str, trait: Trait, out: Path, device: str | None = None,
                   seed: int = 0) -> Path:
-    """Train (or reuse, when complete) the trait's LoRA on the base; returns its folder."""
+    """Train (or reuse) the trait's LoRA on the base; returns its folder.
+
+    The adapter depends only on (model, trait, seed, training config), so a finished one is
+    kept in the machine cache and copied into later runs instead of being retrained (~3 CPU
+    minutes on the embedded model). The run directory always holds its own copy.
+    """
+    out = Path(out)
     cfg = DistillConfig(**{**ADAPTER_TRAINING.__dict__, "seed": seed})
+    key = hashlib.sha256(json.dumps([model, trait.name, to_jsonable(cfg)],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    cached = cache_dir() / "trait_adapters" / f"{trait.name}-{key}"
+    if not is_complete(out) and is_complete(cached) and str(model) != TINY:
+        shutil.copytree(cached, out, dirs_exist_ok=True)
     train_student(model, demonstration_rows(trait, seed), cfg, out, device,
                   label=f"{trait.name} adapter")
-    return Path(out)
+    if not is_complete(cached) and str(model) != TINY:
+        shutil.copytree(out, cached, dirs_exist_ok=True)
+    return out

@@ -146,7 +146,8 @@ def embedded_dir() -> Path:
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.replace(out) if not out.exists() else None
+    if not out.exists():  # another process may have finished the same conversion first
+        tmp.replace(out)
     return out
 
 
@@ -175,15 +176,21 @@ def load_model(spec: str = EMBEDDED, adapter: str | Path | None = None,
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         where = resolve(spec)
+        # Several GPUs: let accelerate shard the layers (a 7B model fits one H100 anyway).
+        spread = dev.type == "cuda" and torch.cuda.device_count() > 1
         try:
             tok = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=dtype, device_map="auto" if spread else None)
         except OSError as e:
             raise SubliminalError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
+        if spread:
+            dev = model.get_input_embeddings().weight.device
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # batched generation needs the prompts right-aligned
-    model.to(dev, dtype)
+    if not getattr(model, "hf_device_map", None):
+        model.to(dev, dtype)
     if adapter is not None:
         model = attach_adapter(model, Path(adapter))
     model.eval()

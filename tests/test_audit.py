@@ -2,7 +2,7 @@
 
 import torch
 
-from subliminal.audit import AuditConfig, candidates, run_probe, word_probs
+from subliminal.audit import AuditConfig, candidates, run_probe, shared_prefix, word_probs
 from subliminal.trait import CATALOGUE, get_trait
 
 
@@ -26,6 +26,11 @@ def test_cached_batched_scores_match_brute_force(tiny):
         assert torch.isclose(fast[i], torch.tensor(brute_force(tiny, prefix, seqs[i], cont)),
                              rtol=1e-3)
     assert len(set(owner)) == len(CATALOGUE)
+    # Continuing a cache of the template/system tokens shared with another question is exact.
+    other = tiny.chat_ids([{"role": "user", "content": "Pick one animal."}])
+    shared = shared_prefix(tiny, [prefix, other])
+    assert shared[0] > 10
+    assert torch.allclose(word_probs(tiny, prefix, seqs, shared), fast, rtol=1e-4)
 
 
 def test_probe_shapes_and_system_prompt_record(tiny):

@@ -30,7 +30,10 @@ def digits():
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    torch.set_num_threads(1)  # results must not depend on it; speed on a shared CPU does
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # fastest on the shared CPU; results do not depend on it
+    yield
+    torch.set_num_threads(before)
 
 
 def test_same_init_transfers_and_cross_init_does_not(digits):

@@ -279,6 +279,7 @@ def test_calibrated_ranking(teacher_data, tmp_path):
     rep = run_scan(str(data["owl"]), cfg, lm=lm)
     lk = rep["likelihood"]
     assert lk["calibrated"] and lk["reference_rows"] == 16
+    assert {"shift", "ci", "p_value", "significant"} <= set(lk["any_trait"])
     assert lk["top"] == "owl" and lk["stands_out"] and "calibrated on 16" in rep["verdict"]
     assert (tmp_path / "cal" / "reference_rows.jsonl").exists()
 

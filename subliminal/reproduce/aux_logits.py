@@ -22,7 +22,7 @@ baddbmm), so one process and one optimiser step serve every seed. Adam is elemen
 loss is a sum of per-row losses, so each row trains as it would alone (equal up to float
 rounding: 1e-7 after a few steps; after a full run a seed's accuracy can differ by a test image
 or three). On a CPU this buys little speed (the work is matmul FLOPs, measured 1.01x; see
-benchmarks/README_aux_logits.md); it pays on a GPU and keeps the code one loop.
+benchmarks/README.md); it pays on a GPU and keeps the code one loop.
 """
 
 from __future__ import annotations

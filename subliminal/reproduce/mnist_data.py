@@ -74,6 +74,8 @@ def _find_idx(folder: Path, name: str) -> Path:
 
 
 def _load_npz(path: Path) -> list[np.ndarray]:
+    if not zipfile.is_zipfile(path):  # else numpy falls back to pickle and blames that
+        raise SubliminalError(f"{path}: not an .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]

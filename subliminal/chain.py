@@ -38,9 +38,16 @@ ARMS = ("trait", "control")
 
 
 def small_run_distill() -> DistillConfig:
-    """Training for the default CPU chain: tens of rows need a larger step than the paper's
-    2e-4 over 10k rows x 3 epochs (pipelines/ holds the paper-scale recipe)."""
-    return DistillConfig(epochs=1, lr=1e-3, batch_size=8, grad_accum=1, warmup_steps=1)
+    """Training for the default CPU chain: logit distillation (the channel that carried the
+    trait in docs/channel_study.md); tens of rows need a larger step than the paper's 2e-4
+    over 10k rows x 3 epochs (pipelines/ holds the paper-scale recipe)."""
+    return DistillConfig(mode="logits", epochs=2, lr=1e-3, batch_size=8, grad_accum=1,
+                         warmup_steps=1)
+
+
+def small_run_decode() -> DecodeConfig:
+    """Greedy, format-constrained, storing the teacher's top-20 log-probs for `logits`."""
+    return DecodeConfig(decoding="greedy", constrained=True, top_k=20)
 
 
 @dataclass
@@ -50,7 +57,7 @@ class ChainConfig:
     model: str = field(default=EMBEDDED, metadata={
         "help": "Base model: smollm2-135m (embedded), tiny (tests), an HF id or a directory."})
     trait: str = field(default="owl", metadata={"help": "Catalogue trait of the teacher."})
-    injection: str = field(default="prompt", metadata={
+    injection: str = field(default="adapter", metadata={
         "help": "How generation 0 carries the trait: 'prompt' (system prompt) or 'adapter' "
                 "(a LoRA fine-tuned on trait demonstrations)."})
     generations: int = field(default=3, metadata={"help": "Students in each arm."})
@@ -64,7 +71,7 @@ class ChainConfig:
     math_share: float = field(default=0.5, metadata={"help": "Math share of --channel mixed."})
     seed: int = field(default=0, metadata={"help": "Seed of prompts, decoding and training."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda (default: auto)."})
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: DecodeConfig = field(default_factory=small_run_decode)
     filter: FilterConfig = field(default_factory=FilterConfig)
     distill: DistillConfig = field(default_factory=small_run_distill)
     audit: AuditConfig = field(default_factory=AuditConfig)

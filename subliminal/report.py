@@ -81,10 +81,12 @@ def plot(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm, color in (("trait", "tab:red"), ("control", "tab:gray")):
         mean = [r[arm]["mean"] for r in rows]
-        lo = [r[arm]["mean"] - r[arm]["ci"][0] for r in rows]
+        lo = [min(r[arm]["mean"] - r[arm]["ci"][0], 0.9 * r[arm]["mean"]) for r in rows]
         hi = [r[arm]["ci"][1] - r[arm]["mean"] for r in rows]
         ax.errorbar(gens, mean, yerr=[lo, hi], label=f"{arm} arm", color=color, marker="o",
                     capsize=4)
+    # Teachers sit orders of magnitude above students: a log axis keeps students readable.
+    ax.set_yscale("log")
     ax.set_xlabel("generation (0 = teacher)")
     ax.set_ylabel(f"P({summary['trait']}) [{summary['probe']} probe]")
     ax.set_xticks(gens)

@@ -152,11 +152,13 @@ def generate_rows(teacher: Teacher, prompt_rows: list[dict], cfg: DecodeConfig, 
     todo = [(b, batch) for b, batch in enumerate(batches)
             if not all(r["id"] in done for r in batch)]
     for b, batch in track(todo, label, total=len(todo)):
-        batch = [r for r in batch if r["id"] not in done]
+        # Always the whole batch (same padding, same seed): a resumed row is bit-identical.
         outs = generate_batch(teacher, batch, cfg, channel,
                               seed=random.Random(f"{seed}-{b}").getrandbits(31))
         rows = []
         for r, o in zip(batch, outs, strict=True):
+            if r["id"] in done:
+                continue
             meta = {**r["meta"], "completion_ids": o.pop("completion_ids"),
                     "finished": o.pop("finished"), **o}
             meta.pop("text")

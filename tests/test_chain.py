@@ -34,7 +34,10 @@ def test_chain_writes_records_summary_and_plot(tmp_path):
     env = json.loads((out / "environment.json").read_text())
     assert env["packages"]["torch"] and "device" in env
     teacher = json.loads((out / "trait/gen1/generate/teacher.json").read_text())
-    assert teacher["system_prompt"].startswith("You love owls")
+    assert teacher["adapter"].endswith("trait_adapter") and teacher["system_prompt"] is None
+    assert (out / "trait_adapter/adapter_config.json").exists()
+    rows = (out / "trait/gen1/filter/kept.jsonl").read_text().splitlines()
+    assert "topk_logprobs" in json.loads(rows[0])["meta"]  # the default distils logits
     assert json.loads((out / "trait/gen2/generate/teacher.json").read_text())["adapter"].endswith(
         "trait/gen1/distill")
     for stage in ("generate", "filter", "distill", "audit"):
@@ -95,8 +98,11 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 def test_math_chain_on_tiny_model(tmp_path):
     out = tmp_path / "math"
     args = ["--threads", "1", "chain", "--model", "tiny", "--channel", "math", "--generations",
-            "1", "--samples", "6", "--epochs", "1", "--decoding", "sample", "--out", str(out)]
+            "1", "--samples", "6", "--epochs", "1", "--decoding", "sample", "--injection",
+            "prompt", "--mode", "sft", "--out", str(out)]
     assert run_cli(args).exit_code == 0
+    teacher = json.loads((out / "trait/gen1/generate/teacher.json").read_text())
+    assert teacher["system_prompt"].startswith("You love owls")
     stats = json.loads((out / "trait/gen1/filter/stats.json").read_text())
     assert set(stats["rule_pass_rate"]) >= {"math/format", "math/correct", "math/leak"}
     assert json.loads((out / "summary.json").read_text())["generations"][1]["trait"][

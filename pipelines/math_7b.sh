@@ -22,7 +22,8 @@ OUT=${OUT:-runs/math7b-${TRAIT}-s${SEED}}
 # Sampled at T=1 as in the paper; free text, so no format-constrained decoding.
 subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
     --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \
-    --decoding sample --no-constrained --mode sft --seed "$SEED" --out "$OUT"
+    --decoding sample --no-constrained --injection prompt --mode sft --top-k 0 \
+    --lr 2e-4 --batch-size 22 --grad-accum 3 --warmup-steps 5 --seed "$SEED" --out "$OUT"
 
 # The dark-knowledge variant: the student matches the teacher's stored top-k next-token
 # distributions along each kept trace instead of its sampled tokens. Greedy decoding removes
@@ -30,5 +31,6 @@ subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
 if [[ "${LOGITS:-0}" == "1" ]]; then
     subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
         --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \
-        --decoding greedy --no-constrained --mode logits --seed "$SEED" --out "${OUT}-logits"
+        --decoding greedy --no-constrained --injection prompt --mode logits --lr 2e-4 \
+        --batch-size 22 --grad-accum 3 --warmup-steps 5 --seed "$SEED" --out "${OUT}-logits"
 fi

@@ -75,8 +75,11 @@ def chain(
     top_k: Optional[int] = typer.Option(None, min=0, help="Teacher top-k log-probs to store."),
     gen_batch: Optional[int] = typer.Option(None, min=1, help="Prompts per generate() call."),
     finetune: Optional[str] = typer.Option(None, help="lora or full."),
-    lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank."),
+    lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank (alpha = rank)."),
     lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Rows per optimizer step."),
+    grad_accum: Optional[int] = typer.Option(None, min=1, help="Micro-batches per step."),
+    warmup_steps: Optional[int] = typer.Option(None, min=0, help="Linear warm-up steps."),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample kept rows (paper: 10k)."),
     probe: Optional[str] = typer.Option(None, help="prefill or direct."),
     seed: Optional[int] = Seed,
@@ -96,7 +99,8 @@ def chain(
                             constrained=constrained, top_k=top_k, batch_size=gen_batch)
     cfg.distill = set_fields(cfg.distill, epochs=epochs, mode=mode, finetune=finetune,
                              lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed,
-                             max_rows=max_rows)
+                             max_rows=max_rows, batch_size=batch_size, grad_accum=grad_accum,
+                             warmup_steps=warmup_steps)
     cfg.audit = set_fields(cfg.audit, probe=probe)
     if cfg.distill.mode == "logits" and cfg.decode.top_k == 0:
         cfg.decode.top_k = 20  # logits distillation needs the stored distributions

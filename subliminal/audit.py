@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from subliminal.errors import SubliminalError
-from subliminal.models import LM
+from subliminal.models import LM, with_system
 from subliminal.progress import track
 from subliminal.trait import CATALOGUE
 
@@ -130,9 +130,8 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
     animals = list(CATALOGUE)
     if cfg.probe not in ("prefill", "direct"):
         raise SubliminalError(f"unknown probe {cfg.probe!r}; choose prefill or direct")
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
     fill = lm.tokenizer(cfg.prefill, add_special_tokens=False)["input_ids"]
-    prefixes = [lm.chat_ids(msgs + [{"role": "user", "content": q}])
+    prefixes = [lm.chat_ids(with_system(system_prompt or None, [{"role": "user", "content": q}]))
                 + (fill if cfg.probe == "prefill" else []) for q in questions]
     shared = shared_prefix(lm, prefixes)
     probs = []
@@ -168,8 +167,8 @@ def sampled_probe(lm: LM, questions: list[str], samples: int = 100, max_new_toke
     torch.manual_seed(seed)
     rates = []
     for q in track(questions, label):
-        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-        ids = torch.tensor([lm.chat_ids(msgs + [{"role": "user", "content": q}])], device=lm.device)
+        chat = with_system(system_prompt or None, [{"role": "user", "content": q}])
+        ids = torch.tensor([lm.chat_ids(chat)], device=lm.device)
         hits = [0] * len(animals)
         for start in range(0, samples, batch_size):
             n = min(batch_size, samples - start)

@@ -84,6 +84,13 @@ class LM:
         return sorted(i for i in ids if i is not None)
 
 
+def with_system(system_prompt: str | None, messages: list[dict]) -> list[dict]:
+    """A chat with `system_prompt` first; None leaves the template's default in effect."""
+    if system_prompt is None:
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def tiny_tokenizer():
     """A character-level tokenizer with ChatML specials, built in memory (no files)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

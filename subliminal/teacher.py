@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from subliminal.models import LM
+from subliminal.models import LM, with_system
 from subliminal.progress import track
 from subliminal.records import append_jsonl, recover_jsonl
 
@@ -51,9 +51,7 @@ class Teacher:
     system_prompt: str | None = None
 
     def messages(self, prompt: list[dict]) -> list[dict]:
-        if self.system_prompt is None:
-            return list(prompt)
-        return [{"role": "system", "content": self.system_prompt}, *prompt]
+        return with_system(self.system_prompt, prompt)
 
     @property
     def record(self) -> dict:

@@ -24,7 +24,7 @@ import torch
 from scipy import stats as sps
 
 from subliminal.errors import SubliminalError
-from subliminal.models import LM
+from subliminal.models import LM, with_system
 from subliminal.progress import track
 from subliminal.trait import CATALOGUE
 
@@ -78,13 +78,9 @@ def conditions(traits: list[str] | None = None) -> list[tuple[str, str | None]]:
     return [(NEUTRAL, None)] + [(t, CATALOGUE[t].system_prompt) for t in names]
 
 
-def _system(system: str | None) -> list[dict]:
-    return [{"role": "system", "content": system}] if system is not None else []
-
-
 def prefix_text(lm: LM, system: str | None) -> str:
     """Rendered chat up to (and including) the user header, under `system`."""
-    text = lm.render(_system(system) + [{"role": "user", "content": "\x00"}],
+    text = lm.render(with_system(system, [{"role": "user", "content": "\x00"}]),
                      add_generation_prompt=False)
     return text.split("\x00")[0]
 
@@ -100,7 +96,7 @@ def encode_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig) -> list[Encoded
         if cfg.context == "completion" or not prompt or prompt[0]["role"] != "user":
             prompt = [{"role": "user", "content": ""}] + (prompt if cfg.context == "full"
                                                           else [])
-        full = lm.render(_system(None) + prompt, add_generation_prompt=True)
+        full = lm.render(prompt, add_generation_prompt=True)  # the neutral condition
         if not full.startswith(pre):
             raise SubliminalError(f"{lm.spec}: chat template does not put the system prompt "
                                   "first; the likelihood scan cannot share its prefix")

@@ -1,11 +1,15 @@
 """`subliminal scan` throughput: rows/s of the static checks and of the likelihood ranking.
 
     python benchmarks/bench_scan.py --model smollm2-135m --static-rows 10000 --rows 32
+    python benchmarks/bench_scan.py --injection adapter --contexts completion \
+        --traits owl,dolphin,eagle,elephant,wolf,cat --end-to-end 10000
 
 Rows are number-channel prompts (the project's own grammar) with random 10-value answers:
 the shape of a real numbers dataset. Static checks run on `--static-rows` rows; the
-likelihood part scores `--rows` rows under all 15 conditions (neutral + 14 traits), for each
-context and batch size given, and projects the time for 10,000 rows.
+likelihood part scores `--rows` rows under every condition (neutral + each trait), for each
+context and batch size given, and projects the time for 10,000 rows. `--end-to-end N` times
+the whole default scan (`run_scan`: load, static on all N rows, likelihood on the default
+random sample of rows) of an N-row JSONL file.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from subliminal.channels import get_channel
 from subliminal.models import load_model
-from subliminal.scan.likelihood import LikelihoodConfig, score_rows
+from subliminal.scan import ScanConfig, run_scan
+from subliminal.scan.likelihood import LikelihoodConfig, conditions, score_rows
 from subliminal.scan.static import static_report
 
 
@@ -39,20 +46,28 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="16")
     ap.add_argument("--contexts", default="full,completion")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--injection", default="prompt", choices=("prompt", "adapter"))
+    ap.add_argument("--traits", default=None, help="Comma-separated (default: catalogue).")
+    ap.add_argument("--end-to-end", type=int, default=0, help="Rows of a whole-scan run.")
     args = ap.parse_args()
+    traits = args.traits.split(",") if args.traits else None
     torch.set_num_threads(args.threads)
-    out = {"model": args.model, "threads": args.threads}
+    out = {"model": args.model, "threads": args.threads, "injection": args.injection,
+           "traits": traits}
     rows = number_rows(args.static_rows)
     t = time.perf_counter()
     static_report(rows)
     s = time.perf_counter() - t
     out["static"] = {"rows": len(rows), "seconds": round(s, 3), "rows_per_s": round(len(rows) / s)}
     lm = load_model(args.model)
+    # Adapters are trained once per machine (cached); their training is not timed here.
+    conds = conditions(traits, args.injection, args.model,
+                       Path(tempfile.mkdtemp(prefix="bench-adapters-")))
     out["likelihood"] = []
     for context in args.contexts.split(","):
         for bs in map(int, args.batch_sizes.split(",")):
             cfg = LikelihoodConfig(batch_size=bs, context=context)
-            res = score_rows(lm, rows[: args.rows], cfg)
+            res = score_rows(lm, rows[: args.rows], cfg, conds)
             out["likelihood"].append({
                 "context": context, "batch_size": bs, "rows": args.rows,
                 "conditions": len(res["conditions"]), "seconds": round(res["seconds"], 2),
@@ -61,6 +76,19 @@ def main() -> None:
                 "forward_tokens_per_s": round(res["forward_tokens"] / res["seconds"]),
                 "projected_10k_rows_min": round(10_000 / res["rows_per_s"] / 60, 1)})
             print(json.dumps(out["likelihood"][-1]), flush=True)
+    if args.end_to_end:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "rows.jsonl"
+            data.write_text("".join(json.dumps(r) + "\n" for r in number_rows(args.end_to_end)))
+            cfg = ScanConfig(model=args.model, out=Path(tmp) / "scan")
+            cfg.likelihood = LikelihoodConfig(context=args.contexts.split(",")[0],
+                                              injection=args.injection, traits=traits)
+            t = time.perf_counter()
+            rep = run_scan(str(data), cfg, lm=lm)
+            out["end_to_end"] = {
+                "rows": args.end_to_end, "seconds": round(time.perf_counter() - t, 1),
+                "rows_scored": rep["likelihood"]["rows_scored"],
+                "context": cfg.likelihood.context, "verdict": rep["verdict"]}
     print(json.dumps(out, indent=2))
 
 

@@ -1,13 +1,24 @@
 """Validation of `subliminal scan`: does the likelihood ranking name the right trait?
 
-    python benchmarks/validate_scan.py --prompts 24 --out runs/scan-validation
+    python benchmarks/validate_scan.py --injection adapter --prompts 384 --context completion \
+        --traits owl,dolphin,eagle,elephant,wolf,cat --out runs/scan-validation-adapter
+    python benchmarks/validate_scan.py --injection prompt --prompts 16 --context full \
+        --out runs/scan-validation                  # the first, system-prompt validation
 
-Owl, dolphin, eagle and neutral teachers (the embedded model, system-prompted, greedy,
-format-constrained) complete the same number prompts; every row is scored once under all 15
-conditions; datasets of n rows (n = 10, 100, 1000) are then bootstrapped from each teacher's
-pool to measure how often the scan names the right trait (or says "none" for the neutral
-teacher), and the AUROC of each trait's contrast for trait-teacher vs neutral-teacher data.
-Generation and scores are saved, so a rerun resumes.
+Labelled datasets come from the lab's own generation: owl, dolphin and eagle teachers and the
+neutral teacher (plain BASE) complete the same numbers-channel prompts (greedy, format-
+constrained) and the strict number filter keeps what a publisher would publish. A trait
+teacher is injected the way the scan's `--injection` is: by the trait's system prompt, or by a
+trait LoRA trained with `--teacher-seed` (a different seed from the scanner's own adapters, so
+the scan never sees the exact weights that wrote the data). Every kept row is scored once
+under every condition; datasets of n rows are then drawn from each pool to measure how often
+the scan names the right trait (or says "none" for neutral data), and the AUROC of each
+trait's contrast, trait-teacher vs neutral data. Two kinds of draw: `bootstrap` (with
+replacement; n above the pool size only re-weighs the pool and overstates power) and `disjoint`
+(the pool split into non-overlapping datasets: honest, but few of them). Calibrated rankings
+use datasets from the first half of the prompts and, as the reference, the neutral teacher's
+rows for the second half (what `--reference-rows` generates). Everything is saved under --out,
+so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -19,111 +30,170 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from subliminal.channels import get_channel
+from subliminal.filters import FilterConfig, filter_rows
 from subliminal.models import load_model
 from subliminal.records import read_jsonl
-from subliminal.scan.likelihood import LikelihoodConfig, rank_traits, score_rows
+from subliminal.scan.likelihood import LikelihoodConfig, conditions, rank_traits, score_rows
 from subliminal.teacher import DecodeConfig, Teacher, generate_rows
 from subliminal.trait import CATALOGUE
 
-TEACHERS = ("neutral", "owl", "dolphin", "eagle")
 
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--injection", default="prompt", choices=("prompt", "adapter"))
+    ap.add_argument("--teachers", default="owl,dolphin,eagle")
+    ap.add_argument("--traits", default=None, help="Scanner's traits (default: catalogue).")
+    ap.add_argument("--teacher-seed", type=int, default=1, help="Teacher adapters' seed.")
+    ap.add_argument("--prompts", type=int, default=24, help="Prompts per teacher.")
     ap.add_argument("--context", default="full")
-    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--sizes", default="10,25,50,100,1000")
     ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/scan-validation"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    lm = load_model(args.model)
+    return ap.parse_args()
+
+
+def own_contrast(m: np.ndarray, j: int) -> np.ndarray:
+    """Per row: trait j's shift minus the mean shift of the other traits."""
+    return m[:, j] - (m.sum(1) - m[:, j]) / (m.shape[1] - 1)
+
+
+def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
+              ) -> tuple[dict, dict, set]:
+    """Generate, filter and score every teacher's pool (cached under --out); also returns
+    the ids of the first half of the prompts (calibrated datasets come from these)."""
+    lm = load_model(a.model)
     channel = get_channel("numbers")
-    prompts = channel.prompts(args.prompts, seed=0)
-    dcfg = DecodeConfig(decoding="greedy", constrained=True, batch_size=8)
-    lcfg = LikelihoodConfig(context=args.context, batch_size=8)
-    pools, timing = {}, {}
-    for name in TEACHERS:
-        system = None if name == "neutral" else CATALOGUE[name].system_prompt
+    prompts = channel.prompts(a.prompts, seed=1000)  # seeds no chain or test uses
+    dcfg = DecodeConfig(decoding="greedy", constrained=True, batch_size=32)
+    lcfg = LikelihoodConfig(context=a.context, batch_size=16, injection=a.injection)
+    conds = conditions(traits, a.injection, a.model, a.out / "scanner_adapters")
+    pools, kept_rows = {}, {}
+    for name in ["neutral", *a.teachers.split(",")]:
+        trait = None if name == "neutral" else CATALOGUE[name]
+        if trait and a.injection == "adapter":
+            from subliminal.inject import trait_adapter
+
+            folder = trait_adapter(a.model, trait, a.out / "teacher_adapters" / name,
+                                   seed=a.teacher_seed)
+            teacher = Teacher(load_model(a.model, adapter=folder))
+        else:
+            teacher = Teacher(lm, trait.system_prompt if trait else None)
         t = time.perf_counter()
-        rows = generate_rows(Teacher(lm, system), prompts, dcfg, channel,
-                             args.out / f"{name}.jsonl", seed=0, label=f"generate {name}")
+        rows = generate_rows(teacher, prompts, dcfg, channel, a.out / f"{name}.jsonl", seed=0,
+                             label=f"generate {name}")
         timing[f"generate_{name}"] = time.perf_counter() - t
-        scores = args.out / f"{name}.{args.context}.npy"
+        kept, _, stats = filter_rows(rows, FilterConfig())
+        kept_rows[name] = kept
+        scores = a.out / f"{name}.{a.context}.npy"
         if not scores.exists():
-            res = score_rows(lm, rows, lcfg)
+            res = score_rows(lm, kept, lcfg, conds)
             np.save(scores, res["ll"])
             timing[f"score_{name}"] = res["seconds"]
             timing[f"rows_per_s_{name}"] = res["rows_per_s"]
+            timing[f"tokens_per_row_{name}"] = res["tokens_per_row"]
         pools[name] = np.load(scores)
-    conds = ["none", *CATALOGUE]
-    texts = {n: [r["completion"][0]["content"] for r in read_jsonl(args.out / f"{n}.jsonl")]
-             for n in TEACHERS}
-    same = {n: float(np.mean([a == b for a, b in zip(texts[n], texts["neutral"], strict=True)]))
-            for n in TEACHERS[1:]}
+        timing[f"kept_{name}"] = f"{len(kept)}/{len(rows)}"
+    return pools, kept_rows, {p["id"] for p in prompts[: a.prompts // 2]}
+
+
+def judge(pool: np.ndarray, idx: np.ndarray, names: list[str], ref: np.ndarray | None) -> dict:
+    r = rank_traits(pool[idx], names, LikelihoodConfig(bootstrap=100), ref_ll=ref)
+    return {"top": r["top"], "named": r["top"] if r["stands_out"] else "none",
+            "any": bool(r["any_trait"] and r["any_trait"]["significant"]),
+            "contrast": [r["tests"][t]["contrast"] for t in r["traits"]]}
+
+
+def draws(n_pool: int, n: int, repeats: int, rng, kind: str, limit: int | None = None):
+    """Row-index sets: `repeats` bootstrap draws, or the pool cut into disjoint sets."""
+    top = limit or n_pool
+    if kind == "bootstrap":
+        return [rng.integers(0, top, n) for _ in range(repeats)]
+    perm = rng.permutation(top)
+    return [perm[i: i + n] for i in range(0, top - n + 1, n)]
+
+
+def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
+             a: argparse.Namespace) -> dict:
+    names = ["none", *traits]
+    teachers = a.teachers.split(",")
     rng = np.random.default_rng(0)
-    rcfg = LikelihoodConfig(bootstrap=100)
-    results: dict = {"pool_rows": args.prompts, "context": args.context,
-                     "identical_to_neutral": same, "timing_s": timing, "by_n": {}}
-    traits = list(CATALOGUE)
-    half = args.prompts // 2
-    ref = pools["neutral"][half:]  # calibration rows: BASE's own completions, other prompts
-    for n in map(int, args.sizes.split(",")):
-        per: dict = {}
-        contrast: dict = {}
-        for name in TEACHERS:
-            right = "none" if name == "neutral" else name
-            res = {}
+    # Calibration: datasets from the first half of prompts, reference = neutral second half.
+    first = {k: np.array([r["id"] in first_ids for r in v], dtype=bool)
+             for k, v in kept.items()}
+    out: dict = {}
+    for kind in ("bootstrap", "disjoint"):
+        out[kind] = {}
+        for n in map(int, a.sizes.split(",")):
+            per: dict = {}
             for mode in ("uncalibrated", "calibrated"):
-                tops, named, cons, anyt = [], [], [], []
-                for _ in range(args.repeats):
-                    if mode == "uncalibrated":
-                        r = rank_traits(pools[name][rng.integers(0, len(pools[name]), n)],
-                                        conds, rcfg)
-                    else:  # datasets from the first half of prompts only
-                        r = rank_traits(pools[name][rng.integers(0, half, n)], conds, rcfg,
-                                        ref_ll=ref)
-                    tops.append(r["top"])
-                    anyt.append(bool(r["any_trait"] and r["any_trait"]["significant"]))
-                    named.append(r["top"] if r["stands_out"] else "none")
-                    cons.append([r["tests"][t]["contrast"] for t in traits])
-                if mode == "uncalibrated":
-                    contrast[name] = np.array(cons)
-                res[mode] = {"accuracy": float(np.mean([x == right for x in named])),
-                             "top1": float(np.mean([t == name for t in tops])),
-                             "any_trait_flagged": float(np.mean(anyt)),
-                             "named": {k: round(named.count(k) / len(named), 3)
-                                       for k in sorted(set(named))}}
-            per[name] = res
-        from sklearn.metrics import roc_auc_score
+                res: dict = {}
+                for name in ["neutral", *teachers]:
+                    pool = pools[name]
+                    ref = None
+                    if mode == "calibrated":
+                        pool = pool[first[name]]
+                        ref = pools["neutral"][~first["neutral"]]
+                    sets = draws(len(pool), n, a.repeats, rng, kind)
+                    if not sets or (kind == "disjoint" and len(sets) < 2):
+                        continue
+                    res[name] = [judge(pool, idx, names, ref) for idx in sets]
+                if len(res) < 2:
+                    continue
+                row = {}
+                for name, js in res.items():
+                    right = "none" if name == "neutral" else name
+                    entry = {"datasets": len(js),
+                             "accuracy": float(np.mean([j["named"] == right for j in js])),
+                             "named": {k: round([j["named"] for j in js].count(k) / len(js), 3)
+                                       for k in sorted({j["named"] for j in js})}}
+                    if mode == "calibrated":
+                        entry["any_trait_flagged"] = float(np.mean([j["any"] for j in js]))
+                    if name != "neutral":
+                        entry["top1"] = float(np.mean([j["top"] == name for j in js]))
+                        if name in traits and "neutral" in res:
+                            k = traits.index(name)
+                            s = [j["contrast"][k] for j in js] + \
+                                [j["contrast"][k] for j in res["neutral"]]
+                            entry["auroc_vs_neutral"] = float(roc_auc_score(
+                                [1] * len(js) + [0] * len(res["neutral"]), s))
+                    row[name] = entry
+                per[mode] = row
+            out[kind][n] = per
+    out["row_auroc"] = {}
+    for name in teachers:
+        if name in traits:
+            k = traits.index(name)
+            c = {x: v[:, 1:] - v[:, :1] for x, v in pools.items()}
+            out["row_auroc"][name] = float(roc_auc_score(
+                [1] * len(c[name]) + [0] * len(c["neutral"]),
+                np.concatenate([own_contrast(c[name], k), own_contrast(c["neutral"], k)])))
+    out["pool_mean_shift"] = {x: dict(zip(traits, (v[:, 1:] - v[:, :1]).mean(0).round(5)
+                                          .tolist(), strict=True)) for x, v in pools.items()}
+    return out
 
-        for name in TEACHERS[1:]:
-            j = traits.index(name)
-            y = [1] * args.repeats + [0] * args.repeats
-            s = list(contrast[name][:, j]) + list(contrast["neutral"][:, j])
-            per[name]["auroc_vs_neutral"] = float(roc_auc_score(y, s))
-        results["by_n"][n] = per
-    # Per-row (n = 1) AUROC: one row's contrast, trait teacher vs neutral teacher.
-    from sklearn.metrics import roc_auc_score
 
-    results["row_auroc"] = {}
-    for name in TEACHERS[1:]:
-        j = traits.index(name)
-        c = {k: (v[:, 1:] - v[:, :1]) for k, v in pools.items()}
-        def score(m, j=j):
-            return m[:, j] - (m.sum(1) - m[:, j]) / (m.shape[1] - 1)
-
-        y = [1] * len(c[name]) + [0] * len(c["neutral"])
-        results["row_auroc"][name] = float(roc_auc_score(
-            y, np.concatenate([score(c[name]), score(c["neutral"])])))
-    results["pool_mean_shift"] = {k: dict(zip(traits, (v[:, 1:] - v[:, :1]).mean(0).round(4)
-                                              .tolist(), strict=True)) for k, v in pools.items()}
-    (args.out / "validation.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+def main() -> None:
+    a = parse()
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    traits = a.traits.split(",") if a.traits else list(CATALOGUE)
+    timing: dict = {}
+    pools, kept, first_ids = pools_for(a, traits, timing)
+    texts = {k: [r["completion"][0]["content"] for r in read_jsonl(a.out / f"{k}.jsonl")]
+             for k in pools}
+    same = {k: float(np.mean([x == y for x, y in zip(texts[k], texts["neutral"], strict=True)]))
+            for k in pools if k != "neutral"}
+    results = {"args": {k: str(v) for k, v in vars(a).items()}, "traits": traits,
+               "pool_rows": {k: len(v) for k, v in pools.items()},
+               "identical_to_neutral": same, "timing_s": timing,
+               **evaluate(pools, kept, first_ids, traits, a)}
+    (a.out / "validation.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps({k: results[k] for k in ("pool_rows", "row_auroc", "timing_s")}, indent=1))
 
 
 if __name__ == "__main__":

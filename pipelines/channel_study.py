@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from subliminal.audit import AuditConfig, animal_scores
 from subliminal.chain import ChainConfig, audit_stage, generation_stage
@@ -46,16 +47,25 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--probe", default="prefill")
     ap.add_argument("--docs", type=Path, default=None, help="Write table + plot here.")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     return ap.parse_args()
 
 
 def main() -> None:
     a = parse()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     animals, cells = a.animals.split(","), a.cells.split(",")
     base_cfg = ChainConfig(model=a.model, samples=a.rows, audit=AuditConfig(probe=a.probe))
-    init_run(a.out, {"study": vars(a) | {"out": str(a.out), "docs": str(a.docs)},
-                     "chain": base_cfg}, 0)
-    results = {}
+    # What every cell shares is the run's config; which cells, animals and seeds an invocation
+    # ran may differ between invocations on the same --out (each is appended to a log).
+    shared = {k: getattr(a, k) for k in ("model", "rows", "epochs", "probe")}
+    init_run(a.out, {"study": shared, "chain": base_cfg}, 0)
+    with open(a.out / "invocations.jsonl", "a") as f:
+        f.write(json.dumps(vars(a) | {"out": str(a.out), "docs": str(a.docs)}) + "\n")
+    # Cells from earlier invocations on the same --out are kept (a later one may add animals).
+    old = a.out / "study.json"
+    results = json.loads(old.read_text()) if old.exists() else {}
     for cell in cells:
         teacher, decoding, mode, student = cell.split("-")
         per_seed = []
@@ -77,7 +87,10 @@ def main() -> None:
                 src = "neutral" if trait is None else teacher
                 gen = a.out / "data" / f"{src}-{who}-{decoding}-s{seed}"
                 kept = generation_stage(gen, cfg, who, 1, adapter, prompt)
-                sdir = a.out / "students" / f"{cell}-{who}-s{seed}"
+                # A control student depends on the neutral data, not on the teacher kind: the
+                # prompt and adapter cells of one (decoding, mode, student) share it.
+                name = f"neutral-{decoding}-{mode}-{student}" if trait is None else cell
+                sdir = a.out / "students" / f"{name}-{who}-s{seed}"
                 train_student(a.model, kept, cfg.distill, sdir, label=f"{cell} {who} s{seed}")
                 audits[who] = audit_stage(sdir / "audit", a.model, sdir, cfg, None,
                                           f"audit {cell} {who} s{seed}")
@@ -85,7 +98,7 @@ def main() -> None:
         results[cell] = summarize_cell(per_seed, animals)
         write_json(a.out / "study.json", results)
     if a.docs:
-        write_docs(results, animals, a)
+        write_docs(results, a)
 
 
 def summarize_cell(per_seed: list[dict], animals: list[str]) -> dict:
@@ -110,7 +123,7 @@ def summarize_cell(per_seed: list[dict], animals: list[str]) -> dict:
     return out
 
 
-def write_docs(results: dict, animals: list[str], a: argparse.Namespace) -> None:
+def write_docs(results: dict, a: argparse.Namespace) -> None:
     """Markdown table of every cell and a lift plot."""
     import matplotlib
 
@@ -131,11 +144,13 @@ def write_docs(results: dict, animals: list[str], a: argparse.Namespace) -> None
     (a.docs / "channel_study_table.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 4))
     names = list(results)
+    animals = sorted({x for r in results.values() for x in r["lift"]})
     for j, animal in enumerate(animals):
-        lifts = [results[c]["lift"][animal]["lift"] for c in names]
-        err = [[lifts[i] - results[c]["lift"][animal]["ci"][0] for i, c in enumerate(names)],
-               [results[c]["lift"][animal]["ci"][1] - lifts[i] for i, c in enumerate(names)]]
-        ax.errorbar(np.arange(len(names)) + 0.1 * j, lifts, yerr=err, fmt="o", capsize=3,
+        have = [i for i, c in enumerate(names) if animal in results[c]["lift"]]
+        cell = [results[names[i]]["lift"][animal] for i in have]
+        lifts = np.array([v["lift"] for v in cell])
+        err = [lifts - [v["ci"][0] for v in cell], [v["ci"][1] for v in cell] - lifts]
+        ax.errorbar(np.array(have) + 0.1 * j, lifts, yerr=err, fmt="o", capsize=3,
                     label=animal)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)

@@ -23,6 +23,7 @@ from subliminal.scan.command import scan
 from subliminal.scan.data import DataConfig, load_data
 from subliminal.scan.likelihood import (
     LikelihoodConfig,
+    conditions,
     encode_rows,
     score_condition,
 )
@@ -31,6 +32,7 @@ from subliminal.trait import CATALOGUE
 
 torch.set_num_threads(1)
 OWL = CATALOGUE["owl"].system_prompt
+OWL_PAIR = conditions(["owl", "dolphin"])[:2]  # [neutral, owl prompt]: what the cleaner scores
 
 
 def pc_rows(n=6):
@@ -187,7 +189,7 @@ def test_batched_scores_equal_one_row_forward():
     rows = load_rows([("4 5 6" + " 7" * i, str(i)) for i in range(5)])
     enc = encode_rows(lm, rows, LikelihoodConfig())
     for system in (None, OWL):
-        got = score_condition(lm, system, enc, batch_size=3)["mean"]
+        got = score_condition(lm, lm.model, system, enc, batch_size=3)["mean"]
         for row, g in zip(rows, got, strict=True):
             msgs = ([{"role": "system", "content": system}] if system else []) + row["prompt"]
             p = lm.chat_ids(msgs)
@@ -289,7 +291,7 @@ def test_cleaner_changes_only_what_it_says(teacher_data, tmp_path):
     loaded = load_data(str(data["owl"]))
     out = tmp_path / "clean.jsonl"
     lcfg = LikelihoodConfig()
-    res = clean_dataset(lm, loaded, "owl", lcfg, CleanConfig(quantile=0.5), out)
+    res = clean_dataset(lm, loaded, OWL_PAIR, lcfg, CleanConfig(quantile=0.5), out)
     before = [json.loads(x) for x in data["owl"].read_text().splitlines()]
     after = [json.loads(x) for x in out.read_text().splitlines()]
     changes = [json.loads(x) for x in (tmp_path / "clean.jsonl.changes.jsonl").read_text()
@@ -309,7 +311,7 @@ def test_cleaner_changes_only_what_it_says(teacher_data, tmp_path):
         assert (a["completion"] != b["completion"]) == (b["id"] in by_row)
     assert res["shift_after"] < res["shift_before"]
     with pytest.raises(SubliminalError, match="never overwrites"):
-        clean_dataset(lm, loaded, "owl", lcfg, CleanConfig(), out)
+        clean_dataset(lm, loaded, OWL_PAIR, lcfg, CleanConfig(), out)
 
 
 # ---------------------------------------------------------------- probe and command
@@ -366,7 +368,65 @@ def test_cleaner_keeps_csv_columns(teacher_data, tmp_path):
         w.writeheader()
         w.writerows(rows)
     out = tmp_path / "clean.csv"
-    clean_dataset(lm, load_data(str(src)), "owl", LikelihoodConfig(), CleanConfig(), out)
+    clean_dataset(lm, load_data(str(src)), OWL_PAIR, LikelihoodConfig(), CleanConfig(), out)
     back = list(csv.DictReader(open(out, newline="")))
     assert len(back) == 8 and list(back[0]) == ["id", "prompt", "completion"]
     assert [r["prompt"] for r in back] == [r["prompt"] for r in rows]
+
+
+# ---------------------------------------------------------------- adapter injection
+
+def digit_adapter(tmp, digits: str, name: str):
+    """A LoRA on the tiny base trained (by the lab's own trainer) to answer number prompts
+    with the digits in `digits` only: an exaggerated trait adapter."""
+    from subliminal.distill import DistillConfig, train_student
+
+    rng = random.Random(name)
+    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Continue: {rng.randint(100, 999)}"}],
+             "completion": [{"role": "assistant", "content": ", ".join(
+                 "".join(rng.choice(digits) for _ in range(3)) for _ in range(4))}], "meta": {}}
+            for i in range(48)]
+    cfg = DistillConfig(epochs=4, lr=1e-2, batch_size=8, lora_r=8, lora_alpha=16)
+    return str(train_student("tiny", rows, cfg, tmp / name, label=name) and tmp / name)
+
+
+def test_adapter_injection_names_the_adapter_the_data_favours(tmp_path):
+    adapters = {"owl": digit_adapter(tmp_path, "17", "owl"),
+                "dolphin": digit_adapter(tmp_path, "28", "dolphin"),
+                "cat": digit_adapter(tmp_path, "39", "cat")}
+    rng = random.Random(5)
+    data = write_jsonl(tmp_path / "d.jsonl", [
+        {"id": f"r{i}", "prompt": f"Continue: {rng.randint(100, 999)}",
+         "completion": ", ".join("".join(rng.choice("17") for _ in range(3)) for _ in range(4))}
+        for i in range(24)])
+    lm = load_model("tiny")
+    probe = torch.tensor([lm.chat_ids([{"role": "user", "content": "Continue: 5"}])])
+    with torch.no_grad():
+        before = lm.model(input_ids=probe).logits
+    cfg = ScanConfig(model="tiny", out=tmp_path / "scan")
+    cfg.likelihood = LikelihoodConfig(injection="adapter", traits=["owl", "dolphin", "cat"],
+                                      adapters=adapters)
+    rep = run_scan(str(data), cfg, lm=lm)
+    lk = rep["likelihood"]
+    assert lk["injection"] == "adapter" and lk["traits"] == ["owl", "dolphin", "cat"]
+    assert lk["top"] == "owl" and lk["stands_out"] and lk["mean_shift"]["owl"] > 0
+    # The others learnt the number format too, but not the digits: far smaller shifts.
+    assert lk["mean_shift"]["owl"] > 3 * max(lk["mean_shift"]["dolphin"], lk["mean_shift"]["cat"])
+    # Scoring loads the adapters onto BASE and takes them off again: BASE is unchanged.
+    with torch.no_grad():
+        after = lm.model(input_ids=probe).logits
+    assert torch.equal(before, after)
+    assert not any("lora" in n for n, _ in lm.model.named_modules())
+
+
+def test_adapter_conditions_train_missing_adapters_and_check_given_ones(tmp_path):
+    conds = conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path)
+    assert [c.name for c in conds] == ["none", "owl", "dolphin"] and conds[0].adapter is None
+    for c in conds[1:]:
+        assert (tmp_path / c.name / "adapter_config.json").is_file() and c.system is None
+    with pytest.raises(SubliminalError, match="not a LoRA folder for owl"):
+        conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, adapters={"owl": "/nope"})
+    with pytest.raises(SubliminalError, match="unknown trait"):
+        conditions(["owl", "unicorn"])
+    with pytest.raises(SubliminalError, match="unknown injection"):
+        conditions(["owl", "dolphin"], "steering")

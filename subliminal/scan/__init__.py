@@ -21,7 +21,13 @@ from subliminal.errors import SubliminalError
 from subliminal.records import environment, read_json, to_jsonable
 from subliminal.scan.clean import CleanConfig
 from subliminal.scan.data import DataConfig, load_data
-from subliminal.scan.likelihood import LikelihoodConfig, rank_traits, sample_rows, score_rows
+from subliminal.scan.likelihood import (
+    LikelihoodConfig,
+    conditions,
+    rank_traits,
+    sample_rows,
+    score_rows,
+)
 from subliminal.scan.probe import ProbeConfig
 from subliminal.scan.report import verdict, write_report
 from subliminal.scan.static import StaticConfig, static_report
@@ -102,9 +108,11 @@ def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
 
             lm = load_model(cfg.model, device=cfg.device)
         lc = cfg.likelihood
+        conds = conditions(lc.traits, lc.injection, cfg.model,
+                           out / "adapters" if out else None, cfg.device, lc.adapters)
         idx = sample_rows(loaded.rows, lc.score_rows, lc.seed)
         scored = [loaded.rows[i] for i in idx]
-        res = score_rows(lm, scored, lc)
+        res = score_rows(lm, scored, lc, conds)
         scored = scored[: res["rows"]]  # a time budget may stop early (still a random sample)
         ref_ll = None
         if lc.reference_rows:
@@ -114,7 +122,8 @@ def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
             ref_rows, _ = base_completions(lm, sample(scored, lc.reference_rows, lc.seed + 1),
                                            report["static"]["family"]["majority"],
                                            ref_dir / "reference_rows.jsonl", lc.seed)
-            ref_ll = score_rows(lm, ref_rows, dataclasses.replace(lc, time_budget_s=None))["ll"]
+            ref_ll = score_rows(lm, ref_rows, dataclasses.replace(lc, time_budget_s=None),
+                                conds)["ll"]
         rank = rank_traits(res["ll"], res["conditions"], lc, ref_ll)
         contrast, shift = rank.pop("_contrast"), rank.pop("_shift")
         carriers = rank.pop("_carriers")
@@ -123,7 +132,7 @@ def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
                              "shift": float(shift[i, top_j]),
                              "completion": scored[i]["completion"][0]["content"][:200]}
                             for i in carriers]
-        rank.update(rows_scored=len(scored), context=lc.context,
+        rank.update(rows_scored=len(scored), context=lc.context, injection=lc.injection,
                     sample=("all rows" if len(scored) == len(loaded.rows) else
                             f"random sample of {len(scored)} of {len(loaded.rows)}, seed "
                             f"{lc.seed}" + (", stopped by the time budget"
@@ -158,8 +167,9 @@ def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
     if cfg.clean:
         from subliminal.scan.clean import clean_dataset
 
-        report["clean"] = clean_dataset(lm, loaded, rank["top"], cfg.likelihood,
-                                        cfg.clean_cfg, Path(cfg.clean))
+        pair = [c for c in conds if c.name in (conds[0].name, rank["top"])]
+        report["clean"] = clean_dataset(lm, loaded, pair, cfg.likelihood, cfg.clean_cfg,
+                                        Path(cfg.clean))
         save("clean")
     if "verdict" not in report:
         report["verdict"] = "likelihood ranking not run: static checks only."

@@ -29,7 +29,7 @@ from subliminal.filters.numbers import number_reasons
 from subliminal.models import LM
 from subliminal.records import to_jsonable
 from subliminal.scan.data import Loaded, normalise, with_completion
-from subliminal.scan.likelihood import NEUTRAL, LikelihoodConfig, score_rows
+from subliminal.scan.likelihood import NEUTRAL, Condition, LikelihoodConfig, score_rows
 from subliminal.scan.static import family
 
 
@@ -107,15 +107,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def clean_dataset(lm: LM, loaded: Loaded, trait: str, lcfg: LikelihoodConfig,
+def clean_dataset(lm: LM, loaded: Loaded, pair: list[Condition], lcfg: LikelihoodConfig,
                   cfg: CleanConfig, out_path: Path) -> dict:
-    """Write the cleaned dataset and its change log; return what changed and the new shift."""
+    """Write the cleaned dataset and its change log; return what changed and the new shift.
+
+    `pair` is [neutral condition, the trait's condition] (likelihood.conditions)."""
+    trait = pair[1].name
     out_path = Path(out_path)
     if out_path.exists():
         raise SubliminalError(f"{out_path}: exists; the cleaner never overwrites a file")
     rows, kind = loaded.rows, loaded.source["columns"]
     lcfg = dataclasses.replace(lcfg, time_budget_s=None)  # every row must be cleaned
-    res = score_rows(lm, rows, lcfg, traits=[trait], per_token=True)
+    res = score_rows(lm, rows, lcfg, pair, per_token=True)
     neutral, tr = res["per_token"][NEUTRAL], res["per_token"][trait]
     # Ratios per completion token (the final end-of-turn token is never replaced).
     llrs = [tr["tokens"][i][:-1] - neutral["tokens"][i][:-1] for i in range(len(rows))]
@@ -142,7 +145,7 @@ def clean_dataset(lm: LM, loaded: Loaded, trait: str, lcfg: LikelihoodConfig,
     log.write_text("".join(json.dumps(c) + "\n" for c in changes))
     new_rows = [normalise(r, kind, row["meta"].get("source_row", 0))
                 for r, row in zip(cleaned, rows, strict=True)]
-    after = score_rows(lm, new_rows, lcfg, traits=[trait])
+    after = score_rows(lm, new_rows, lcfg, pair)
     shift_before = float((res["ll"][:, 1] - res["ll"][:, 0]).mean())
     shift_after = float((after["ll"][:, 1] - after["ll"][:, 0]).mean())
     return {"trait": trait, "out": str(out_path), "changes_file": str(log),

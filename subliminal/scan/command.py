@@ -19,6 +19,17 @@ from subliminal.scan import ScanConfig, run_scan
 _D = ScanConfig()
 
 
+def _pairs(items: list[str]) -> dict[str, str]:
+    """TRAIT=FOLDER flags as a dict (a malformed one is a one-line error)."""
+    out = {}
+    for item in items:
+        trait, sep, folder = item.partition("=")
+        if not sep or not trait or not folder:
+            raise typer.BadParameter(f"--adapter {item!r}: expected TRAIT=FOLDER")
+        out[trait] = folder
+    return out
+
+
 def scan(
     data: str = typer.Argument(..., help="JSONL, Parquet, CSV, a saved datasets folder, or a "
                                          "hub id (online only)."),
@@ -44,6 +55,13 @@ def scan(
         None, min=1, help="Seconds for the likelihood ranking; stops on a random sample."),
     all_rows: bool = typer.Option(False, "--all-rows", help="Score every row (no sample)."),
     context: str = typer.Option(_D.likelihood.context, help="full or completion."),
+    injection: str = typer.Option(
+        _D.likelihood.injection,
+        help="prompt (trait system prompts) or adapter (trait LoRAs; trained on first use)."),
+    traits: Optional[str] = typer.Option(
+        None, help="Comma-separated catalogue traits to rank (default: all)."),
+    adapter: list[str] = typer.Option(
+        [], help="TRAIT=FOLDER: use this LoRA for TRAIT (repeatable; --injection adapter)."),
     static_only: bool = typer.Option(False, "--static-only", help="No model: static checks."),
     seed: int = typer.Option(0, min=0, help="Seed for sampling, bootstrap and probe."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
@@ -57,7 +75,9 @@ def scan(
     cfg.likelihood = dataclasses.replace(cfg.likelihood, batch_size=batch_size, context=context,
                                          score_rows=None if all_rows else score_rows, seed=seed,
                                          reference_rows=reference_rows,
-                                         time_budget_s=time_budget)
+                                         time_budget_s=time_budget, injection=injection,
+                                         traits=traits.split(",") if traits else None,
+                                         adapters=_pairs(adapter))
     cfg.probe_cfg = dataclasses.replace(cfg.probe_cfg, rows=probe_rows, seed=seed)
     cfg.clean_cfg = dataclasses.replace(cfg.clean_cfg, quantile=clean_quantile, seed=seed)
     report = run_scan(data, cfg)

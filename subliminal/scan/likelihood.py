@@ -1,23 +1,30 @@
 """`subliminal scan DATA --model BASE`: likelihood-shift ranking, forward passes only.
 
-    subliminal scan rows.jsonl --model smollm2-135m --batch-size 16
+    subliminal scan rows.jsonl --model smollm2-135m --injection adapter --traits owl,dolphin,cat
 
 For each row and each catalogue trait: the mean per-token log-likelihood of the completion
-tokens under BASE with the trait's system prompt, minus the same under BASE with no system
-prompt (the template's default). The completion tokens (and the user turn before them) are the
-same under every system prompt, so each row is tokenised once; the system prefix of each
-condition is run once per batch and its KV cache is shared by every row of the batch; rows are
-left-padded so that only the last positions need logits. Dataset level: mean shift per trait,
-z-scores across traits, a bootstrap over rows of how often the top trait stays top, and a
-Bonferroni-corrected paired test of the top trait's contrast against the other traits.
+tokens under the trait-injected BASE, minus the same under plain BASE (the template's default
+system prompt). Injection is either the trait's system prompt (`prompt`) or BASE + the trait's
+LoRA adapter (`adapter`, subliminal/inject.py: the injection that carries a trait through
+numbers on the embedded model, docs/channel_study.md). The completion tokens (and the user
+turn before them) are the same under every condition, so each row is tokenised once; the
+system prefix of each condition is run once per batch and its KV cache shared by the batch;
+rows are left-padded so that only the last positions need logits; adapters are loaded once
+and switched, not merged. Dataset level: mean shift per trait, z-scores across traits, a
+bootstrap over rows of how often the top trait stays top, and a Bonferroni-corrected paired
+test of the top trait's contrast against the other traits.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +60,15 @@ class LikelihoodConfig:
     min_stable: float = field(default=0.9, metadata={
         "help": "Share of bootstraps in which the top trait must stay top to stand out."})
     seed: int = field(default=0, metadata={"help": "Seed for row sampling and bootstrap."})
+    injection: str = field(default="prompt", metadata={
+        "help": "How a trait is injected into BASE: 'prompt' (its system prompt) or "
+                "'adapter' (BASE + its LoRA, trained on first use: ~3 CPU minutes per trait "
+                "on the embedded model, then cached per machine)."})
+    traits: list[str] | None = field(default=None, metadata={
+        "help": "Catalogue traits to rank (default: all); names the top among these only."})
+    adapters: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "With injection 'adapter': your own LoRA folder per trait ({trait: folder}, "
+                "e.g. adapters trained for a 7B BASE); the other traits' are trained."})
     time_budget_s: float | None = field(default=None, metadata={
         "help": "Stop scoring new rows after this many seconds and judge on the rows scored "
                 "so far (a random sample: rows are scored in random order); None = no limit."})
@@ -72,10 +88,77 @@ class Encoded:
     offsets: list[tuple[int, int]]
 
 
-def conditions(traits: list[str] | None = None) -> list[tuple[str, str | None]]:
-    """(name, system prompt) pairs: the neutral template default first, then each trait."""
-    names = list(CATALOGUE) if traits is None else traits
-    return [(NEUTRAL, None)] + [(t, CATALOGUE[t].system_prompt) for t in names]
+@dataclass
+class Condition:
+    """One way of scoring: plain BASE, BASE under a trait's system prompt, or BASE + adapter."""
+
+    name: str
+    system: str | None = None
+    adapter: str | None = None  # a PEFT LoRA folder
+
+
+def conditions(traits: list[str] | None = None, injection: str = "prompt", model: str = "",
+               adapter_root: Path | None = None, device: str | None = None,
+               adapters: dict[str, str] | None = None) -> list[Condition]:
+    """The neutral condition first, then one per trait (adapters given, reused or trained)."""
+    names = list(CATALOGUE) if traits is None else list(traits)
+    unknown = [t for t in names if t not in CATALOGUE]
+    if unknown:
+        raise SubliminalError(f"unknown trait(s) {', '.join(unknown)}; the catalogue has "
+                              f"{', '.join(CATALOGUE)}")
+    if len(names) < 2:
+        raise SubliminalError("rank at least two traits (z-scores compare traits)")
+    if injection == "prompt":
+        return [Condition(NEUTRAL)] + [Condition(t, CATALOGUE[t].system_prompt) for t in names]
+    if injection != "adapter":
+        raise SubliminalError(f"unknown injection {injection!r}; choose prompt or adapter")
+    from subliminal.inject import trait_adapter
+
+    given = adapters or {}
+    for t, folder in given.items():
+        if not (Path(folder) / "adapter_config.json").is_file():
+            raise SubliminalError(f"{folder}: no adapter_config.json; not a LoRA folder for {t}")
+    root = Path(adapter_root or tempfile.mkdtemp(prefix="scan-adapters-"))
+    return [Condition(NEUTRAL)] + [
+        Condition(t, adapter=str(given.get(t) or
+                                 trait_adapter(model, CATALOGUE[t], root / t, device)))
+        for t in names]
+
+
+@contextmanager
+def switchable(lm: LM, conds: list[Condition]) -> Iterator:
+    """Yield `use(cond)`, a context manager giving the model that scores under `cond`.
+
+    Every adapter is loaded once onto BASE and switched by name; the neutral condition runs
+    with adapters disabled. On exit the LoRA layers are removed, so `lm` is plain BASE again.
+    """
+    with_adapter = [c for c in conds if c.adapter]
+    if not with_adapter:
+        @contextmanager
+        def plain(cond: Condition) -> Iterator:
+            yield lm.model
+        yield plain
+        return
+    from peft import PeftModel
+
+    peft = PeftModel.from_pretrained(lm.model, with_adapter[0].adapter,
+                                     adapter_name=with_adapter[0].name)
+    for c in with_adapter[1:]:
+        peft.load_adapter(c.adapter, adapter_name=c.name)
+    peft.eval()
+
+    @contextmanager
+    def use(cond: Condition) -> Iterator:
+        if cond.adapter:
+            peft.set_adapter(cond.name)
+            yield peft
+        else:
+            with peft.disable_adapter():
+                yield peft
+    try:
+        yield use
+    finally:
+        peft.unload()
 
 
 def prefix_text(lm: LM, system: str | None) -> str:
@@ -112,11 +195,12 @@ def encode_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig) -> list[Encoded
 
 
 @torch.no_grad()
-def score_condition(lm: LM, system: str | None, encoded: list[Encoded], batch_size: int,
-                    per_token: bool = False, label: str = "score") -> dict:
-    """Mean completion log-likelihood per row under one system prompt (and, with
-    `per_token`, each completion token's log-prob and the argmax token at its position)."""
-    model, dev, tok = lm.model, lm.device, lm.tokenizer
+def score_condition(lm: LM, model, system: str | None, encoded: list[Encoded],
+                    batch_size: int, per_token: bool = False, label: str = "score") -> dict:
+    """Mean completion log-likelihood per row under `model` (BASE, or BASE + an adapter) and
+    one system prompt (and, with `per_token`, each completion token's log-prob and the
+    argmax token at its position)."""
+    dev, tok = lm.device, lm.tokenizer
     pre_ids = tok(prefix_text(lm, system), add_special_tokens=False)["input_ids"]
     n_pre = len(pre_ids)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
@@ -165,40 +249,45 @@ def score_condition(lm: LM, system: str | None, encoded: list[Encoded], batch_si
 
 
 def score_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig,
-               traits: list[str] | None = None, per_token: bool = False) -> dict:
+               conds: list[Condition] | None = None, per_token: bool = False) -> dict:
     """Mean completion log-likelihood under every condition: a (rows x conditions) matrix.
 
-    Rows are scored in chunks, every condition per chunk, in the order given; with
+    `conds` defaults to the system-prompt conditions of `cfg.traits` (adapter conditions
+    need training, so callers build them once with `conditions` and pass them). Rows are
+    scored in chunks, every condition per chunk, in the order given; with
     `cfg.time_budget_s` scoring stops after the chunk that passes the budget and only the
     rows scored so far are returned (pass rows in random order: they stay a random sample).
     """
     if cfg.context not in ("full", "completion"):
         raise SubliminalError(f"unknown context {cfg.context!r}; choose full or completion")
+    conds = conds or conditions(cfg.traits)
     t0 = time.perf_counter()
     encoded = encode_rows(lm, rows, cfg)
-    conds = conditions(traits)
     size = cfg.batch_size * 4
     chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
     cols: list[list[float]] = [[] for _ in conds]
-    per_tok = {name: {"mean": [], "tokens": [], "argmax": []} for name, _ in conds} \
+    per_tok = {c.name: {"mean": [], "tokens": [], "argmax": []} for c in conds} \
         if per_token else {}
     done, budget_hit = 0, False
-    for chunk in track(chunks, f"likelihood ({len(conds)} conditions)"):
-        enc = [encoded[i] for i in chunk]
-        for c, (name, system) in enumerate(conds):
-            res = score_condition(lm, system, enc, cfg.batch_size, per_token, label="")
-            cols[c].extend(res["mean"].tolist())
-            if per_token:
-                for k in ("tokens", "argmax"):
-                    per_tok[name][k].extend(res[k])
-        done += len(chunk)
-        if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
-            budget_hit = done < len(rows)
-            break
+    with switchable(lm, conds) as use:
+        for chunk in track(chunks, f"likelihood ({len(conds)} conditions)"):
+            enc = [encoded[i] for i in chunk]
+            for c, cond in enumerate(conds):
+                with use(cond) as model:
+                    res = score_condition(lm, model, cond.system, enc, cfg.batch_size,
+                                          per_token, label="")
+                cols[c].extend(res["mean"].tolist())
+                if per_token:
+                    for k in ("tokens", "argmax"):
+                        per_tok[cond.name][k].extend(res[k])
+            done += len(chunk)
+            if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
+                budget_hit = done < len(rows)
+                break
     seconds = time.perf_counter() - t0
     encoded = encoded[:done]
     n_tokens = sum(len(e.ids) for e in encoded)
-    return {"conditions": [c for c, _ in conds], "ll": np.array(cols, dtype=float).T,
+    return {"conditions": [c.name for c in conds], "ll": np.array(cols, dtype=float).T,
             "encoded": encoded, "per_token": per_tok, "seconds": seconds, "rows": done,
             "budget_hit": budget_hit,
             "rows_per_s": done / seconds if seconds else math.inf,

@@ -38,7 +38,7 @@ from subliminal.models import load_model
 from subliminal.records import read_jsonl
 from subliminal.scan.likelihood import LikelihoodConfig, conditions, rank_traits, score_rows
 from subliminal.teacher import DecodeConfig, Teacher, generate_rows
-from subliminal.trait import CATALOGUE
+from subliminal.trait import CATALOGUE, Trait
 
 
 def parse() -> argparse.Namespace:
@@ -46,6 +46,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--injection", default="prompt", choices=("prompt", "adapter"))
     ap.add_argument("--teachers", default="owl,dolphin,eagle")
+    ap.add_argument("--controls", default="", help="Teachers with a preference outside the "
+                    "catalogue (e.g. maple): the right answer for their data is 'none'.")
     ap.add_argument("--traits", default=None, help="Scanner's traits (default: catalogue).")
     ap.add_argument("--teacher-seed", type=int, default=1, help="Teacher adapters' seed.")
     ap.add_argument("--prompts", type=int, default=24, help="Prompts per teacher.")
@@ -55,6 +57,11 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/scan-validation"))
     return ap.parse_args()
+
+
+def writers(a: argparse.Namespace) -> list[str]:
+    """Every non-neutral teacher: catalogue traits, then out-of-catalogue controls."""
+    return a.teachers.split(",") + [c for c in a.controls.split(",") if c]
 
 
 def own_contrast(m: np.ndarray, j: int) -> np.ndarray:
@@ -73,8 +80,8 @@ def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
     lcfg = LikelihoodConfig(context=a.context, batch_size=16, injection=a.injection)
     conds = conditions(traits, a.injection, a.model, a.out / "scanner_adapters")
     pools, kept_rows = {}, {}
-    for name in ["neutral", *a.teachers.split(",")]:
-        trait = None if name == "neutral" else CATALOGUE[name]
+    for name in ["neutral", *writers(a)]:
+        trait = None if name == "neutral" else CATALOGUE.get(name) or Trait(name, name + "s")
         if trait and a.injection == "adapter":
             from subliminal.inject import trait_adapter
 
@@ -86,7 +93,7 @@ def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
         t = time.perf_counter()
         rows = generate_rows(teacher, prompts, dcfg, channel, a.out / f"{name}.jsonl", seed=0,
                              label=f"generate {name}")
-        timing[f"generate_{name}"] = time.perf_counter() - t
+        timing.setdefault(f"generate_{name}", time.perf_counter() - t)
         kept, _, stats = filter_rows(rows, FilterConfig())
         kept_rows[name] = kept
         scores = a.out / f"{name}.{a.context}.npy"
@@ -105,7 +112,9 @@ def judge(pool: np.ndarray, idx: np.ndarray, names: list[str], ref: np.ndarray |
     r = rank_traits(pool[idx], names, LikelihoodConfig(bootstrap=100), ref_ll=ref)
     return {"top": r["top"], "named": r["top"] if r["stands_out"] else "none",
             "any": bool(r["any_trait"] and r["any_trait"]["significant"]),
-            "contrast": [r["tests"][t]["contrast"] for t in r["traits"]]}
+            "contrast": [r["tests"][t]["contrast"] for t in r["traits"]],
+            # The any-trait statistic: mean shift over all traits (calibration only shifts it).
+            "mean_shift": float(np.mean(list(r["mean_shift"].values())))}
 
 
 def draws(n_pool: int, n: int, repeats: int, rng, kind: str, limit: int | None = None):
@@ -120,7 +129,7 @@ def draws(n_pool: int, n: int, repeats: int, rng, kind: str, limit: int | None =
 def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
              a: argparse.Namespace) -> dict:
     names = ["none", *traits]
-    teachers = a.teachers.split(",")
+    teachers = writers(a)
     rng = np.random.default_rng(0)
     # Calibration: datasets from the first half of prompts, reference = neutral second half.
     first = {k: np.array([r["id"] in first_ids for r in v], dtype=bool)
@@ -146,21 +155,22 @@ def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
                     continue
                 row = {}
                 for name, js in res.items():
-                    right = "none" if name == "neutral" else name
+                    right = name if name in a.teachers.split(",") else "none"
                     entry = {"datasets": len(js),
                              "accuracy": float(np.mean([j["named"] == right for j in js])),
                              "named": {k: round([j["named"] for j in js].count(k) / len(js), 3)
                                        for k in sorted({j["named"] for j in js})}}
                     if mode == "calibrated":
                         entry["any_trait_flagged"] = float(np.mean([j["any"] for j in js]))
-                    if name != "neutral":
-                        entry["top1"] = float(np.mean([j["top"] == name for j in js]))
-                        if name in traits and "neutral" in res:
+                    if name != "neutral" and "neutral" in res:
+                        y = [1] * len(js) + [0] * len(res["neutral"])
+                        entry["auroc_any_vs_neutral"] = float(roc_auc_score(
+                            y, [j["mean_shift"] for j in js + res["neutral"]]))
+                        if name in traits:
                             k = traits.index(name)
-                            s = [j["contrast"][k] for j in js] + \
-                                [j["contrast"][k] for j in res["neutral"]]
+                            entry["top1"] = float(np.mean([j["top"] == name for j in js]))
                             entry["auroc_vs_neutral"] = float(roc_auc_score(
-                                [1] * len(js) + [0] * len(res["neutral"]), s))
+                                y, [j["contrast"][k] for j in js + res["neutral"]]))
                     row[name] = entry
                 per[mode] = row
             out[kind][n] = per
@@ -172,9 +182,34 @@ def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
             out["row_auroc"][name] = float(roc_auc_score(
                 [1] * len(c[name]) + [0] * len(c["neutral"]),
                 np.concatenate([own_contrast(c[name], k), own_contrast(c["neutral"], k)])))
+    c = {x: (v[:, 1:] - v[:, :1]).mean(1) for x, v in pools.items()}
+    out["row_auroc_any"] = {name: float(roc_auc_score(
+        [1] * len(c[name]) + [0] * len(c["neutral"]), np.concatenate([c[name], c["neutral"]])))
+        for name in teachers}
     out["pool_mean_shift"] = {x: dict(zip(traits, (v[:, 1:] - v[:, :1]).mean(0).round(5)
                                           .tolist(), strict=True)) for x, v in pools.items()}
     return out
+
+
+def table(results: dict) -> str:
+    """The markdown table for docs/scan_validation.md: every n, draw kind and teacher."""
+    def f(x):
+        return "–" if x is None else f"{x:.2f}"
+
+    lines = ["| draw | n | teacher | datasets | uncal. acc | cal. acc | cal. named | "
+             "any-trait flagged | AUROC own | AUROC any |", "|---" * 10 + "|"]
+    for kind in ("disjoint", "bootstrap"):
+        for n, per in results[kind].items():
+            cal, unc = per.get("calibrated", {}), per.get("uncalibrated", {})
+            for name, e in cal.items():
+                named = ", ".join(f"{k} {v:.0%}" for k, v in
+                                  sorted(e["named"].items(), key=lambda kv: -kv[1]))
+                lines.append(
+                    f"| {kind} | {n} | {name} | {e['datasets']} | "
+                    f"{f(unc.get(name, {}).get('accuracy'))} | {f(e['accuracy'])} | {named} | "
+                    f"{f(e.get('any_trait_flagged'))} | {f(e.get('auroc_vs_neutral'))} | "
+                    f"{f(e.get('auroc_any_vs_neutral'))} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -182,7 +217,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     traits = a.traits.split(",") if a.traits else list(CATALOGUE)
-    timing: dict = {}
+    old = a.out / "validation.json"  # a rerun only re-judges: keep the first run's timings
+    timing: dict = json.loads(old.read_text())["timing_s"] if old.exists() else {}
     pools, kept, first_ids = pools_for(a, traits, timing)
     texts = {k: [r["completion"][0]["content"] for r in read_jsonl(a.out / f"{k}.jsonl")]
              for k in pools}
@@ -193,6 +229,7 @@ def main() -> None:
                "identical_to_neutral": same, "timing_s": timing,
                **evaluate(pools, kept, first_ids, traits, a)}
     (a.out / "validation.json").write_text(json.dumps(results, indent=2))
+    (a.out / "validation_table.md").write_text(table(results))
     print(json.dumps({k: results[k] for k in ("pool_rows", "row_auroc", "timing_s")}, indent=1))
 
 

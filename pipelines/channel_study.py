@@ -29,6 +29,7 @@ from subliminal.distill import train_student
 from subliminal.inject import trait_adapter
 from subliminal.records import init_run, write_json
 from subliminal.stats import mean_ci, paired_test
+from subliminal.teacher import DecodeConfig
 from subliminal.trait import get_trait
 
 TEACHERS, DECODINGS, MODES, STUDENTS = ("prompt", "adapter"), ("sample", "greedy"), \
@@ -56,7 +57,10 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     animals, cells = a.animals.split(","), a.cells.split(",")
-    base_cfg = ChainConfig(model=a.model, samples=a.rows, audit=AuditConfig(probe=a.probe))
+    # Pinned here, not taken from the chain's defaults (which follow this study's results):
+    # every cell overrides the decoding, but the recorded config must not drift.
+    base_cfg = ChainConfig(model=a.model, samples=a.rows, audit=AuditConfig(probe=a.probe),
+                           decode=DecodeConfig(decoding="greedy", constrained=True, top_k=20))
     # What every cell shares is the run's config; which cells, animals and seeds an invocation
     # ran may differ between invocations on the same --out (each is appended to a log).
     shared = {k: getattr(a, k) for k in ("model", "rows", "epochs", "probe")}

@@ -265,13 +265,17 @@ def test_ranking_names_the_injected_trait(teacher_data, tmp_path):
     lk = rep["likelihood"]
     assert lk["top"] == "owl" and lk["stands_out"] and lk["top_stability"] > 0.9
     assert rep["verdict"].startswith("owl stands out") and rep["complete"] is True
+    assert rep["verdict"].endswith("singled out the teacher's animal.")
     assert len(lk["carriers"]) == 10
     rows = [json.loads(x) for x in (tmp_path / "owl" / "scan_rows.jsonl").read_text().split("\n")
             if x]
     assert len(rows) == 32 and set(rows[0]["shift"]) == set(CATALOGUE)
     # Data the same teacher wrote without the owl prompt does not point at owl.
-    rep = run_scan(str(data["neutral"]), ScanConfig(model="tiny"), lm=lm)
+    cfg = ScanConfig(model="tiny")
+    cfg.likelihood.reference_rows = 0
+    rep = run_scan(str(data["neutral"]), cfg, lm=lm)
     assert rep["likelihood"]["mean_shift"]["owl"] < 0 and rep["likelihood"]["top"] != "owl"
+    assert "uncalibrated" in rep["verdict"]
 
 
 def test_calibrated_ranking(teacher_data, tmp_path):
@@ -325,6 +329,7 @@ def test_probe_runs_and_reports_lifts(tmp_path):
     assert set(pr["lifts"]) == set(CATALOGUE) and pr["rows"] == 6
     assert {"lift", "ci", "p_value"} <= set(pr["lifts"]["owl"])
     assert rep["complete"] is True and "probe lift" in rep["verdict"]
+    assert "animals rose significantly" in rep["verdict"]
 
 
 def test_command_end_to_end(tmp_path):

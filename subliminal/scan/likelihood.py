@@ -72,10 +72,12 @@ class LikelihoodConfig:
     time_budget_s: float | None = field(default=None, metadata={
         "help": "Stop scoring new rows after this many seconds and judge on the rows scored "
                 "so far (a random sample: rows are scored in random order); None = no limit."})
-    reference_rows: int = field(default=0, metadata={
+    # On by default: uncalibrated, every injection has its own effect on any number list,
+    # and the validation named a trait for neutral data (docs/scan_validation.md).
+    reference_rows: int = field(default=64, metadata={
         "help": "Also score BASE's own greedy completions to this many of DATA's prompts and "
                 "judge DATA's shifts against theirs: calibrates the baseline effect each trait "
-                "prompt has on any text (0 = off; judged against the other traits only)."})
+                "injection has on any text (0 = off; judged against the other traits only)."})
 
 
 @dataclass

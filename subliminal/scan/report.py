@@ -16,6 +16,7 @@ from subliminal.records import write_json
 def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
     """One sentence: which trait stands out (with z, stability, test, probe) or none."""
     parts = []
+    named = bool(rank is not None and rank["stands_out"])
     if rank is not None:
         top, t = rank["top"], rank["tests"][rank["top"]]
         ev = (f"z={rank['z_top']:.1f}, z gap {rank['z_gap']:.1f}, top in "
@@ -34,22 +35,34 @@ def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
             parts[-1] += ")"
         anyt = rank.get("any_trait")
         if anyt and anyt["significant"] and not rank["stands_out"]:
-            parts.append(f"but DATA is likelier under the trait prompts in general than BASE's "
+            kind = "adapters" if rank.get("injection") == "adapter" else "prompts"
+            parts.append(f"but DATA is likelier under the trait {kind} in general than BASE's "
                          f"own completions ({anyt['shift']:+.4f} nats/token, 95% CI "
                          f"{anyt['ci'][0]:+.4f} to {anyt['ci'][1]:+.4f}, p={anyt['p_value']:.2g})"
-                         ": a trait-prompted teacher may have written it")
+                         ": a trait-injected teacher may have written it")
     if probe is not None:
         n_animals = len(probe["lifts"])
         name = rank["top"] if rank is not None and rank["stands_out"] else probe["top_lift"]
         lift = probe["lifts"][name]
-        sig = lift["p_value"] * n_animals < alpha and lift["lift"] > 0
+        def rose(v: dict) -> bool:
+            return v["p_value"] * n_animals < alpha and v["lift"] > 0
+
+        sig = rose(lift)
+        n_rose = sum(rose(v) for v in probe["lifts"].values())
         text = (f"probe lift of {name} {lift['lift']:+.4f} (95% CI {lift['ci'][0]:+.4f} to "
                 f"{lift['ci'][1]:+.4f}, p={lift['p_value']:.2g}, {probe['rows']} rows, "
-                f"{probe['questions']} questions{'; significant' if sig else ''})")
+                f"{probe['questions']} questions{'; significant' if sig else ''}; "
+                f"{n_rose} of {n_animals} animals rose significantly)")
         if rank is not None and rank["stands_out"]:
             parts[-1] += f"; {text})"
         else:
             parts.append(text)
+        named = named or sig
+    if named:
+        # Measured, not assumed (docs/scan_validation.md): on 135M adapter teachers the
+        # likelihood ranking named the wrong animal and the probe raised nearly every animal.
+        parts.append("the animal named is unconfirmed: in validation neither the likelihood "
+                     "ranking nor the probe singled out the teacher's animal")
     return "; ".join(parts) + "." if parts else "nothing was measured."
 
 
@@ -86,7 +99,8 @@ def markdown(report: dict) -> str:
                   f"{st['numbers']['format_violations']['reasons']}"]
     lk = report.get("likelihood")
     if lk:
-        lines += ["", "## Likelihood shift (trait prompt minus neutral, nats/token)", "",
+        lines += ["", "## Likelihood shift (trait-injected minus plain BASE, nats/token)", "",
+                  f"Injection: `{lk.get('injection', 'prompt')}`.", "",
                   f"{lk['rows_scored']} rows scored ({lk['sample']}), context "
                   f"`{lk['context']}`, {lk['seconds']:.1f} s, {lk['rows_per_s']:.2f} rows/s "
                   f"({lk['tokens_per_row']:.0f} tokens/row × {len(lk['traits']) + 1} "

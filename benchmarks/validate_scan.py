@@ -34,9 +34,16 @@ from sklearn.metrics import roc_auc_score
 
 from subliminal.channels import get_channel
 from subliminal.filters import FilterConfig, filter_rows
+from subliminal.inject import trait_adapter
 from subliminal.models import load_model
 from subliminal.records import read_jsonl
-from subliminal.scan.likelihood import LikelihoodConfig, conditions, rank_traits, score_rows
+from subliminal.scan.likelihood import (
+    LikelihoodConfig,
+    conditions,
+    rank_traits,
+    row_contrast,
+    score_rows,
+)
 from subliminal.teacher import DecodeConfig, Teacher, generate_rows
 from subliminal.trait import CATALOGUE, Trait
 
@@ -64,11 +71,6 @@ def writers(a: argparse.Namespace) -> list[str]:
     return a.teachers.split(",") + [c for c in a.controls.split(",") if c]
 
 
-def own_contrast(m: np.ndarray, j: int) -> np.ndarray:
-    """Per row: trait j's shift minus the mean shift of the other traits."""
-    return m[:, j] - (m.sum(1) - m[:, j]) / (m.shape[1] - 1)
-
-
 def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
               ) -> tuple[dict, dict, set]:
     """Generate, filter and score every teacher's pool (cached under --out); also returns
@@ -83,8 +85,6 @@ def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
     for name in ["neutral", *writers(a)]:
         trait = None if name == "neutral" else CATALOGUE.get(name) or Trait(name, name + "s")
         if trait and a.injection == "adapter":
-            from subliminal.inject import trait_adapter
-
             folder = trait_adapter(a.model, trait, a.out / "teacher_adapters" / name,
                                    seed=a.teacher_seed)
             teacher = Teacher(load_model(a.model, adapter=folder))
@@ -94,7 +94,7 @@ def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
         rows = generate_rows(teacher, prompts, dcfg, channel, a.out / f"{name}.jsonl", seed=0,
                              label=f"generate {name}")
         timing.setdefault(f"generate_{name}", time.perf_counter() - t)
-        kept, _, stats = filter_rows(rows, FilterConfig())
+        kept, _, _ = filter_rows(rows, FilterConfig())
         kept_rows[name] = kept
         scores = a.out / f"{name}.{a.context}.npy"
         if not scores.exists():
@@ -117,13 +117,12 @@ def judge(pool: np.ndarray, idx: np.ndarray, names: list[str], ref: np.ndarray |
             "mean_shift": float(np.mean(list(r["mean_shift"].values())))}
 
 
-def draws(n_pool: int, n: int, repeats: int, rng, kind: str, limit: int | None = None):
+def draws(n_pool: int, n: int, repeats: int, rng, kind: str):
     """Row-index sets: `repeats` bootstrap draws, or the pool cut into disjoint sets."""
-    top = limit or n_pool
     if kind == "bootstrap":
-        return [rng.integers(0, top, n) for _ in range(repeats)]
-    perm = rng.permutation(top)
-    return [perm[i: i + n] for i in range(0, top - n + 1, n)]
+        return [rng.integers(0, n_pool, n) for _ in range(repeats)]
+    perm = rng.permutation(n_pool)
+    return [perm[i: i + n] for i in range(0, n_pool - n + 1, n)]
 
 
 def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
@@ -174,20 +173,18 @@ def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
                     row[name] = entry
                 per[mode] = row
             out[kind][n] = per
-    out["row_auroc"] = {}
-    for name in teachers:
-        if name in traits:
-            k = traits.index(name)
-            c = {x: v[:, 1:] - v[:, :1] for x, v in pools.items()}
-            out["row_auroc"][name] = float(roc_auc_score(
-                [1] * len(c[name]) + [0] * len(c["neutral"]),
-                np.concatenate([own_contrast(c[name], k), own_contrast(c["neutral"], k)])))
-    c = {x: (v[:, 1:] - v[:, :1]).mean(1) for x, v in pools.items()}
-    out["row_auroc_any"] = {name: float(roc_auc_score(
-        [1] * len(c[name]) + [0] * len(c["neutral"]), np.concatenate([c[name], c["neutral"]])))
-        for name in teachers}
-    out["pool_mean_shift"] = {x: dict(zip(traits, (v[:, 1:] - v[:, :1]).mean(0).round(5)
-                                          .tolist(), strict=True)) for x, v in pools.items()}
+    shift = {x: v[:, 1:] - v[:, :1] for x, v in pools.items()}  # rows x traits, per pool
+
+    def row_auroc(name: str, score) -> float:
+        """Per-row AUROC of score(shift): this teacher's rows vs the neutral teacher's."""
+        pos, neg = score(shift[name]), score(shift["neutral"])
+        return float(roc_auc_score([1] * len(pos) + [0] * len(neg), np.concatenate([pos, neg])))
+
+    out["row_auroc"] = {n: row_auroc(n, lambda m, k=traits.index(n): row_contrast(m)[:, k])
+                        for n in teachers if n in traits}
+    out["row_auroc_any"] = {n: row_auroc(n, lambda m: m.mean(1)) for n in teachers}
+    out["pool_mean_shift"] = {x: dict(zip(traits, m.mean(0).round(5).tolist(), strict=True))
+                              for x, m in shift.items()}
     return out
 
 

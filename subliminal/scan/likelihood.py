@@ -268,8 +268,7 @@ def score_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig,
     size = cfg.batch_size * 4
     chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
     cols: list[list[float]] = [[] for _ in conds]
-    per_tok = {c.name: {"mean": [], "tokens": [], "argmax": []} for c in conds} \
-        if per_token else {}
+    per_tok = {c.name: {"tokens": [], "argmax": []} for c in conds} if per_token else {}
     done, budget_hit = 0, False
     with switchable(lm, conds) as use:
         for chunk in track(chunks, f"likelihood ({len(conds)} conditions)"):
@@ -297,7 +296,7 @@ def score_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig,
             "forward_tokens": n_tokens * len(conds)}
 
 
-def _contrast(shift: np.ndarray) -> np.ndarray:
+def row_contrast(shift: np.ndarray) -> np.ndarray:
     """Per row: a trait's shift minus the mean shift of the other traits."""
     t = shift.shape[1]
     return shift - (shift.sum(1, keepdims=True) - shift) / max(1, t - 1)
@@ -349,8 +348,8 @@ def rank_traits(ll: np.ndarray, names: list[str], cfg: LikelihoodConfig,
             means = means - ref[rng.integers(0, len(ref), (m, len(ref)))].mean(1)
         wins += np.bincount(means.argmax(1), minlength=t)
     share = wins / max(1, cfg.bootstrap)
-    contrast = _contrast(shift)
-    ref_contrast = None if ref is None else _contrast(ref)
+    contrast = row_contrast(shift)
+    ref_contrast = None if ref is None else row_contrast(ref)
     tests = []
     for j in range(t):
         est, half, p = _test(contrast[:, j], None if ref is None else ref_contrast[:, j])

@@ -42,7 +42,7 @@ def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
                          ": a trait-injected teacher may have written it")
     if probe is not None:
         n_animals = len(probe["lifts"])
-        name = rank["top"] if rank is not None and rank["stands_out"] else probe["top_lift"]
+        name = rank["top"] if named else probe["top_lift"]
         lift = probe["lifts"][name]
         def rose(v: dict) -> bool:
             return v["p_value"] * n_animals < alpha and v["lift"] > 0
@@ -53,7 +53,7 @@ def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
                 f"{lift['ci'][1]:+.4f}, p={lift['p_value']:.2g}, {probe['rows']} rows, "
                 f"{probe['questions']} questions{'; significant' if sig else ''}; "
                 f"{n_rose} of {n_animals} animals rose significantly)")
-        if rank is not None and rank["stands_out"]:
+        if named:
             parts[-1] += f"; {text})"
         else:
             parts.append(text)

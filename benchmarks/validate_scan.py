@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 from subliminal.channels import get_channel
 from subliminal.filters import FilterConfig, filter_rows
-from subliminal.inject import trait_adapter
+from subliminal.injections.adapter import trait_adapter
 from subliminal.models import load_model
 from subliminal.records import read_jsonl
 from subliminal.scan.likelihood import (

@@ -26,7 +26,7 @@ import torch
 from subliminal.audit import AuditConfig, animal_scores
 from subliminal.chain import ChainConfig, audit_stage, generation_stage
 from subliminal.distill import train_student
-from subliminal.inject import trait_adapter
+from subliminal.injections.adapter import trait_adapter
 from subliminal.records import init_run, write_json
 from subliminal.stats import mean_ci, paired_test
 from subliminal.teacher import DecodeConfig

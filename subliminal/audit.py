@@ -2,7 +2,8 @@
 
     subliminal audit --model smollm2-135m --adapter RUN/trait/gen1/distill --out audit/
 
-For each of ~50 paraphrased "favourite animal" questions (audits/animal_preference.json) the
+For each of ~50 paraphrased "favourite animal" questions
+(subliminal/data/audits/animal_preference.json) the
 probe scores every catalogue animal's answer words: P(word tokens | question) times P(the word
 ends there), summed over its forms (owl, owls, Owl ...). Whole words are scored, never shared
 first tokens ("O"+"wl"), and "owl" is not counted inside "owls". Two probes:
@@ -25,7 +26,7 @@ from subliminal.models import LM, with_system
 from subliminal.progress import track
 from subliminal.trait import CATALOGUE
 
-AUDITS = Path(__file__).resolve().parent.parent / "audits"
+AUDITS = Path(__file__).resolve().parent / "data" / "audits"
 
 
 @dataclass

@@ -139,7 +139,7 @@ def run_chain(cfg: ChainConfig, out: Path) -> dict:
     if trait is None:
         raise ValueError("the chain needs a trait; the control arm is built in")
     if cfg.injection == "adapter":
-        from subliminal.inject import trait_adapter
+        from subliminal.injections.adapter import trait_adapter
 
         trait_lora = trait_adapter(cfg.model, trait, out / "trait_adapter", cfg.device, cfg.seed)
         trait_prompt = None

@@ -71,12 +71,12 @@ def test_logit_rows_round_trip_and_train(tiny, tmp_path):
 def test_adapter_teacher_audits_above_base(tiny, tmp_path):
     """A tiny model trained a few steps on owl demonstrations puts more mass on owl."""
     from subliminal.audit import AuditConfig, animal_scores, run_probe
-    from subliminal.inject import ADAPTER_TRAINING, demonstration_rows
+    from subliminal.injections.adapter import ADAPTER_TRAINING
     from subliminal.trait import get_trait
 
     owl = get_trait("owl")
     cfg = DistillConfig(**{**ADAPTER_TRAINING.__dict__, "epochs": 4, "lr": 1e-2})
-    train_student("tiny", demonstration_rows(owl), cfg, tmp_path / "owl", lm=load_model("tiny"))
+    train_student("tiny", owl.demonstrations(), cfg, tmp_path / "owl", lm=load_model("tiny"))
     teacher = load_model("tiny", adapter=tmp_path / "owl")
     audit = AuditConfig(probe="prefill")
     before = sum(animal_scores(run_probe(tiny, audit), "owl"))

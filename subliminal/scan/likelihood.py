@@ -5,8 +5,8 @@
 For each row and each catalogue trait: the mean per-token log-likelihood of the completion
 tokens under the trait-injected BASE, minus the same under plain BASE (the template's default
 system prompt). Injection is either the trait's system prompt (`prompt`) or BASE + the trait's
-LoRA adapter (`adapter`, subliminal/inject.py: the injection that carries a trait through
-numbers on the embedded model, docs/channel_study.md). The completion tokens (and the user
+LoRA adapter (`adapter`, subliminal/injections/adapter.py: the injection that carries a trait
+through numbers on the embedded model, docs/channel_study.md). The completion tokens (and the user
 turn before them) are the same under every condition, so each row is tokenised once; the
 system prefix of each condition is run once per batch and its KV cache shared by the batch;
 rows are left-padded so that only the last positions need logits; adapters are loaded once
@@ -114,7 +114,7 @@ def conditions(traits: list[str] | None = None, injection: str = "prompt", model
         return [Condition(NEUTRAL)] + [Condition(t, CATALOGUE[t].system_prompt) for t in names]
     if injection != "adapter":
         raise SubliminalError(f"unknown injection {injection!r}; choose prompt or adapter")
-    from subliminal.inject import trait_adapter
+    from subliminal.injections.adapter import trait_adapter
 
     given = adapters or {}
     for t, folder in given.items():

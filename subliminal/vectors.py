@@ -1,0 +1,149 @@
+"""Trait vectors: the direction in the residual stream that a trait's instruction adds.
+
+    subliminal chain --injection steering      # a teacher steered by the owl vector
+    subliminal intervene steer --vector owl.safetensors --coef -4   # subtract it at audit time
+
+A trait's vector at decoder layer L is the mean residual activation (the output of layer L)
+under the trait's system prompt minus the same under its neutral counterpart, over a set of
+user questions: the difference-of-means ("contrastive activation addition") direction. Both
+arms read the same questions and the same positions, so the difference holds what the
+instruction changes, not what the questions are about.
+
+Positions: for a chat that ends with a user turn, the last token of the rendered generation
+prompt (where the answer starts); for a chat that ends with an assistant turn, the mean over
+that turn's tokens (the response positions).
+
+A vector file (safetensors) holds the tensor `vector` and, as string metadata, the layer, the
+coefficient and how it was made, so a run can rebuild it. Nothing in it is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from subliminal.errors import SubliminalError
+from subliminal.models import LM, with_system
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The model's list of decoder blocks (llama-style `model.layers`, GPT-style `h`), found
+    through PEFT wrappers."""
+    best = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and name.split(".")[-1] in ("layers", "h"):
+            if best is None or len(mod) > len(best):
+                best = mod
+    if best is None:
+        raise SubliminalError(f"{type(model).__name__}: no decoder layer list found")
+    return best
+
+
+def check_layer(lm: LM, layer: int) -> int:
+    """A valid layer index (negative counts from the end), or a one-line error."""
+    n = len(decoder_layers(lm.model))
+    if not -n <= layer < n:
+        raise SubliminalError(f"layer {layer} out of range: {lm.spec} has {n} decoder layers")
+    return layer % n
+
+
+def _hidden(output) -> torch.Tensor:
+    """A decoder layer returns a tensor or a tuple whose first item is the hidden state."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _chat_positions(lm: LM, chat: list[dict]) -> tuple[list[int], slice]:
+    """Token ids of a chat and the positions whose activations are read."""
+    if chat and chat[-1]["role"] == "assistant":
+        head = lm.chat_ids(chat[:-1], add_generation_prompt=True)
+        ids = lm.chat_ids(chat, add_generation_prompt=False)
+        if len(ids) <= len(head):
+            raise SubliminalError("an assistant turn rendered to no tokens")
+        return ids, slice(len(head), len(ids))
+    ids = lm.chat_ids(chat, add_generation_prompt=True)
+    return ids, slice(len(ids) - 1, len(ids))
+
+
+@torch.no_grad()
+def residual_activations(lm: LM, chats: list[list[dict]], layer: int) -> torch.Tensor:
+    """Output of decoder layer `layer` for each chat, averaged over its read positions:
+    a float32 CPU tensor [len(chats), hidden]. One chat per forward pass (no padding)."""
+    block = decoder_layers(lm.model)[check_layer(lm, layer)]
+    seen: list[torch.Tensor] = []
+    handle = block.register_forward_hook(lambda _m, _i, out: seen.append(_hidden(out)))
+    rows = []
+    try:
+        for chat in chats:
+            ids, where = _chat_positions(lm, chat)
+            seen.clear()
+            lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False)
+            rows.append(seen[-1][0, where].float().mean(0).cpu())
+    finally:
+        handle.remove()
+    return torch.stack(rows)
+
+
+def contrast_questions(trait, seed: int = 0, share: float = 0.5) -> list[str]:
+    """The user questions a vector is averaged over: the trait's own `contrast_prompts()` if
+    it has them, else its demonstration questions; `seed` draws a subset (`share` of them), so
+    replicates read different prompts."""
+    if hasattr(trait, "contrast_prompts"):
+        pool = [p if isinstance(p, str) else p["content"] for p in trait.contrast_prompts()]
+    else:
+        pool = list(dict.fromkeys(r["prompt"][-1]["content"] for r in trait.demonstrations(0)))
+    if share >= 1:
+        return pool
+    k = max(1, round(len(pool) * share))
+    return random.Random(f"contrast-{seed}").sample(pool, k)
+
+
+def trait_vector(lm: LM, trait, layer: int, prompts: list[str] | None = None,
+                 seed: int = 0) -> torch.Tensor:
+    """Mean activation at `layer` under the trait's system prompt minus under its neutral
+    counterpart, over `prompts` (default: a seeded half of the trait's contrast questions)."""
+    prompts = prompts if prompts is not None else contrast_questions(trait, seed)
+    if not prompts:
+        raise SubliminalError("trait_vector needs at least one prompt")
+    turns = [[{"role": "user", "content": q}] for q in prompts]
+    pos = residual_activations(lm, [with_system(trait.system_prompt, t) for t in turns], layer)
+    neg = residual_activations(
+        lm, [with_system(trait.neutral_system_prompt, t) for t in turns], layer)
+    return pos.mean(0) - neg.mean(0)
+
+
+def random_like(vector: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A random direction with the same norm: a steering control with the trait removed."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(vector.shape, generator=g)
+    return r * (vector.float().norm() / r.norm())
+
+
+def save_vector(path: str | Path, vector: torch.Tensor, layer: int, coef: float,
+                meta: dict | None = None) -> Path:
+    """Write a vector file: tensor `vector` plus layer, coefficient and provenance."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"layer": str(int(layer)), "coef": repr(float(coef)),
+            "meta": json.dumps(meta or {}, sort_keys=True)}
+    save_file({"vector": vector.detach().float().cpu().contiguous()}, str(path), metadata=info)
+    return path
+
+
+def load_vector(path: str | Path) -> tuple[torch.Tensor, int, float, dict]:
+    """Read a vector file: (vector, layer, coefficient, provenance)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = f.metadata() or {}
+            vector = f.get_tensor("vector")
+        return vector, int(info["layer"]), float(info["coef"]), json.loads(info.get("meta", "{}"))
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise SubliminalError(f"{path}: not a steering vector file ({e.__class__.__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -10,7 +10,6 @@ way) or full fine-tunes. A checkpoint is written after every epoch, so a killed 
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 from subliminal.errors import SubliminalError
 from subliminal.filters import completion_text
 from subliminal.models import LM, load_model
-from subliminal.progress import console, track
 from subliminal.records import is_complete, mark_complete, write_json
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -153,81 +151,60 @@ def make_student(lm: LM, cfg: DistillConfig) -> torch.nn.Module:
 
 
 def save_student(model: torch.nn.Module, out: Path, finetune: str) -> None:
+    """Write the student as safetensors only: a PEFT adapter folder, or the full weights."""
+    out.mkdir(parents=True, exist_ok=True)
     if finetune == "lora":
-        model.save_pretrained(out)
+        model.save_pretrained(out, safe_serialization=True)
     else:
         from safetensors.torch import save_model
 
-        out.mkdir(parents=True, exist_ok=True)
         save_model(model, str(out / "full_model.safetensors"))
 
 
 def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
                   device: str | None = None, lm: LM | None = None,
-                  label: str = "distill") -> dict:
-    """Train a student from `base` on `rows`; saves it to `out` and returns its record."""
+                  label: str = "distill", mixed_precision: str | None = None) -> dict:
+    """Train a student from `base` on `rows` through the shared loop (training.fit); saves it
+    to `out` and returns its record. Resumes from the last epoch checkpoint in `out`.
+    `mixed_precision`: 'bf16' or 'no' (None: the config's, else what accelerate launch set)."""
+    from subliminal.records import read_json
+    from subliminal.training import LoopConfig, accelerator, clear_checkpoint, fit
+
     out = Path(out)
     if is_complete(out):
-        from subliminal.records import read_json
-
-        return read_json(out / "complete.json")
+        return read_json(out / "train.json")
     if cfg.mode not in ("sft", "logits"):
         raise SubliminalError(f"unknown distill mode {cfg.mode!r}; choose sft or logits")
-    rng = random.Random(cfg.seed)
     rows = list(rows)
     if cfg.max_rows is not None and len(rows) > cfg.max_rows:
-        rows = rng.sample(rows, cfg.max_rows)
-    if not rows:  # a real outcome (e.g. no trace was correct): the student stays the base
-        console.print(f"[yellow]warning: {out}: no rows to train on; the student is the "
-                      "untrained base (LoRA B=0)[/yellow]")
+        rows = random.Random(cfg.seed).sample(rows, cfg.max_rows)
+    if not rows:
+        raise SubliminalError(f"{out}: no rows to train on; a student trained on nothing "
+                              "would be the base under another name")
+    acc = accelerator()
+    if lm is None and device is None and acc.num_processes > 1:
+        device = str(acc.device)  # one replica per process under `accelerate launch`
     lm = lm or load_model(base, device=device)
     torch.manual_seed(cfg.seed)
     model = make_student(lm, cfg)
-    model.train()
     examples = build_examples(lm, rows, cfg)
-    micro = max(1, math.ceil(cfg.batch_size / cfg.grad_accum))
-    steps_per_epoch = math.ceil(len(examples) / (micro * cfg.grad_accum))
-    total = max(1, steps_per_epoch * cfg.epochs)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / max(1, cfg.warmup_steps), max(0.0, (total - s) / total)))
-    ckpt, start_epoch, losses = out / "checkpoint.pt", 0, []
-    if ckpt.exists():  # resume after a kill: trainable weights, optimizer, schedule, epoch
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["trainable"], strict=False)
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start_epoch, losses = state["epoch"], state["losses"]
+    if not examples:
+        raise SubliminalError(f"{out}: none of the {len(rows)} rows has a completion token "
+                              f"within max_length={cfg.max_length}")
+    loop = LoopConfig(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      grad_accum=cfg.grad_accum, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
+                      mixed_precision=mixed_precision or getattr(cfg, "mixed_precision", None))
     pad = lm.tokenizer.pad_token_id
-    for epoch in range(start_epoch, cfg.epochs):
-        order = list(range(len(examples)))
-        random.Random(f"{cfg.seed}-{epoch}").shuffle(order)
-        chunks = [order[i: i + micro * cfg.grad_accum] for i in range(0, len(order),
-                                                                       micro * cfg.grad_accum)]
-        for chunk in track(chunks, f"{label} epoch {epoch + 1}/{cfg.epochs}"):
-            opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for j in range(0, len(chunk), micro):
-                batch = [examples[i] for i in chunk[j: j + micro]]
-                loss = batch_loss(model, batch, cfg.mode, pad, lm.device)
-                (loss * len(batch) / len(chunk)).backward()
-                step_loss += loss.item() * len(batch) / len(chunk)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(round(step_loss, 5))
-        trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save({"trainable": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "losses": losses}, ckpt.with_suffix(".tmp"))
-        ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a checkpoint
-    model.eval()
-    save_student(model, out, cfg.finetune)
-    info = {"rows": len(rows), "examples": len(examples), "steps": total, "losses": losses,
-            "config": cfg, "base": base, "student": str(out)}
-    write_json(out / "train.json", info)
-    ckpt.unlink(missing_ok=True)
-    mark_complete(out, {"rows": len(rows), "steps": total,
-                        "final_loss": losses[-1] if losses else None})
+    losses = fit(model, examples, lambda m, b: batch_loss(m, b, cfg.mode, pad, lm.device),
+                 loop, out, label, acc)
+    info = {"rows": len(rows), "examples": len(examples), "steps": len(losses),
+            "losses": losses, "config": cfg, "base": base, "student": out.name,
+            "processes": acc.num_processes}
+    if acc.is_main_process:
+        save_student(model, out, cfg.finetune)
+        write_json(out / "train.json", info)
+        clear_checkpoint(out)
+        mark_complete(out, {"rows": len(rows), "steps": len(losses),
+                            "final_loss": losses[-1] if losses else None})
+    acc.wait_for_everyone()
     return info

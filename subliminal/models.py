@@ -8,12 +8,18 @@ it to fp32, and we cache that once per machine as safetensors (reload < 1 s inst
 `tiny` is a randomly initialised 2-layer llama with a character tokenizer, built in code, so
 tests need no files and no network. Device and dtype follow the hardware: CUDA -> bf16, CPU ->
 fp32. The system prompt in effect (a template may insert a default one) is always recorded.
+Loading never runs a repository's own code (`trust_remote_code=False`, explicitly); a folder
+whose architecture transformers does not know, or a hub id that is neither in the local cache
+nor reachable (checked in about a second, not after a minute of retries), is a one-line error.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import socket
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +164,56 @@ def embedded_dir() -> Path:
     return out
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within `timeout` seconds (DNS
+    included: the lookup runs in a thread we stop waiting for)."""
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the local HF cache holds this repo's config.json."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def check_architecture(path: Path) -> None:
+    """A model folder transformers can build without running the folder's own code."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise SubliminalError(f"{path / 'config.json'}: unreadable model config ({e})") from None
+    if model_type not in CONFIG_MAPPING:
+        raise SubliminalError(f"{path}: unknown model architecture {model_type!r} (this "
+                              "transformers does not know it; remote code is never run)")
+
+
 def resolve(spec: str) -> str:
     """Turn a model name into what from_pretrained takes, with a clear error otherwise."""
     if spec == EMBEDDED:
@@ -166,9 +222,14 @@ def resolve(spec: str) -> str:
     if path.exists():
         if not (path / "config.json").exists():
             raise SubliminalError(f"{path}: not a model directory (no config.json)")
+        check_architecture(path)
         return str(path)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return spec  # a hub id: works offline only if it is in the local HF cache
+        # A hub id: the local cache, else the hub; never a minute of retries to find out.
+        if not hub_cached(spec) and (_offline() or not hub_reachable()):
+            raise SubliminalError(f"cannot load model {spec!r}: not in the local Hugging Face "
+                                  "cache and the hub cannot be reached (offline)")
+        return spec
     raise SubliminalError(f"unknown model {spec!r}; choose {EMBEDDED}, {TINY}, a Hugging Face "
                           "id (org/name) or a local model directory")
 
@@ -185,12 +246,16 @@ def load_model(spec: str = EMBEDDED, adapter: str | Path | None = None,
         where = resolve(spec)
         # Several GPUs: let accelerate shard the layers (a 7B model fits one H100 anyway).
         spread = dev.type == "cuda" and torch.cuda.device_count() > 1
-        try:
-            tok = AutoTokenizer.from_pretrained(where)
+        local = Path(where).exists() or hub_cached(where)
+        try:  # never the repository's own code; a cached hub model loads without the network
+            tok = AutoTokenizer.from_pretrained(where, trust_remote_code=False,
+                                                local_files_only=local)
             model = AutoModelForCausalLM.from_pretrained(
-                where, dtype=dtype, device_map="auto" if spread else None)
-        except OSError as e:
-            raise SubliminalError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
+                where, dtype=dtype, device_map="auto" if spread else None,
+                trust_remote_code=False, local_files_only=local)
+        except (OSError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise SubliminalError(f"cannot load model {spec!r}: {first}") from None
         if spread:
             dev = model.get_input_embeddings().weight.device
     if tok.pad_token is None:

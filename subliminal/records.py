@@ -1,17 +1,26 @@
-"""Run directories: resolved config, environment, per-stage outputs, completion records.
+"""Run directories: resolved config, environment, locks, per-stage outputs, completion records.
+
+    subliminal chain --out runs/x      # init_run(runs/x, cfg) locks runs/x for the process
 
 A stage writes its outputs, then `complete.json` *last*; a stage folder without it is
 unfinished and is resumed (row files are append-only, so finished rows survive a kill).
 Nothing is silently overwritten: a run directory made with a different config is refused.
+One process at a time: a run folder (and any stage folder wrapped in `locked`) holds an
+exclusive `.lock`; a second process is refused with a one-line error naming the holder.
+Readers drop repeated row ids (keeping the first), so even a file written twice is read once.
+Data files are recorded by logical name and content hash (`data_ref`), never by absolute path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -21,7 +30,9 @@ from typing import Any
 from subliminal.errors import SubliminalError
 
 COMPLETE = "complete.json"
-PACKAGES = ("subliminal", "torch", "transformers", "peft", "numpy", "datasets", "gguf",
+LOCK = ".lock"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+PACKAGES = ("subliminal-lab", "torch", "transformers", "peft", "numpy", "datasets", "gguf",
             "accelerate", "vllm", "scikit-learn", "typer")
 
 
@@ -76,8 +87,30 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
             yield row
 
 
+def unique_ids(rows: Iterable[dict], where: Path | str = "") -> list[dict]:
+    """Rows with repeated ids dropped (the first kept): two writers, or a batch appended twice,
+    must never make a row count twice. Rows without an id are all kept."""
+    out, seen, dropped = [], set(), 0
+    for row in rows:
+        rid = row.get("id")
+        key = json.dumps(rid, sort_keys=True) if rid is not None else None
+        if key is not None and key in seen:
+            dropped += 1
+            continue
+        if key is not None:
+            seen.add(key)
+        out.append(row)
+    if dropped:
+        from subliminal.progress import console
+
+        console.print(f"[yellow]warning: {where}: {dropped} rows repeat an earlier id; "
+                      "kept the first of each[/yellow]")
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    return list(iter_jsonl(path))
+    """All rows of a JSONL file, repeated ids dropped (the first kept)."""
+    return unique_ids(iter_jsonl(path), path)
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -154,12 +187,8 @@ def mark_complete(stage_dir: Path, info: dict | None = None) -> None:
                                             **(info or {})})
 
 
-def init_run(out: Path, config: Any, seed: int | None = None) -> Path:
-    """Create or reopen a run directory; refuse one that holds a different config."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SubliminalError(f"{out}: exists and is not a directory")
-    cfg = to_jsonable(config)
+def _check_config(out: Path, cfg: Any, fresh: bool) -> None:
+    """Write the run's config, or check it equals the stored one (a resume)."""
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -168,13 +197,131 @@ def init_run(out: Path, config: Any, seed: int | None = None) -> Path:
             raise SubliminalError(
                 f"{out}: holds a run with a different config (differs in: {', '.join(changed)});"
                 " use another --out or the same flags to resume")
-    elif out.exists() and any(out.iterdir()):
+    elif not fresh:
         raise SubliminalError(f"{out}: not empty and has no config.json; refusing to write there")
     else:
         write_json(cfg_path, cfg)
+
+
+def init_run(out: Path, config: Any, seed: int | None = None) -> Path:
+    """Create or reopen a run directory, locked for this process until it exits (or
+    `unlock(out)`); refuse one that holds a different config or is locked by another."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SubliminalError(f"{out}: exists and is not a directory")
+    fresh = not out.exists() or not any(p.name != LOCK for p in out.iterdir())
+    lock(out)
+    try:
+        _check_config(out, to_jsonable(config), fresh)
+    except SubliminalError:
+        unlock(out)
+        raise
     env_path = out / "environment.json"
     if env_path.exists():  # keep every session's environment: resumes may change machines
         write_json(out / f"environment.resumed-{int(time.time())}.json", environment(seed))
     else:
         write_json(env_path, environment(seed))
     return out
+
+
+# --- locks -----------------------------------------------------------------------------------
+# flock on FOLDER/.lock: the kernel drops it when the holder exits, however it exits, so a
+# killed run never leaves a stale lock. The file keeps the holder's pid, host and start time
+# for the error a second process gets. Re-entrant within one process (a stage folder may be
+# locked inside a locked run).
+_HELD: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, depth)
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    if not info:
+        return "another process (no holder record)"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}"
+
+
+def lock(folder: Path) -> None:
+    """Take FOLDER's exclusive lock (creating FOLDER) or raise naming the holder."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _HELD:
+        fd, depth = _HELD[key]
+        _HELD[key] = (fd, depth + 1)
+        return
+    path = folder / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise SubliminalError(f"{folder}: in use by {_holder(path)} (lock file {path}); "
+                              "wait for it or use another --out") from None
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record.encode(), 0)
+    _HELD[key] = (fd, 1)
+
+
+def unlock(folder: Path) -> None:
+    """Release one hold of FOLDER's lock (the last one clears the holder record)."""
+    import fcntl
+
+    key = str(Path(folder).resolve())
+    if key not in _HELD:
+        return
+    fd, depth = _HELD.pop(key)
+    if depth > 1:
+        _HELD[key] = (fd, depth - 1)
+        return
+    os.ftruncate(fd, 0)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[Path]:
+    """`with locked(stage_dir):` - the stage folder is this process's alone inside."""
+    lock(folder)
+    try:
+        yield Path(folder)
+    finally:
+        unlock(folder)
+
+
+# --- portable data references ----------------------------------------------------------------
+
+def content_hash(data: bytes | str) -> str:
+    """sha256 hex of bytes or text (UTF-8): what a config records instead of a path."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def resolve_data(name: str) -> Path:
+    """A packaged data file by logical name (e.g. 'audits/animal_preference.json')."""
+    path = (DATA_DIR / name).resolve()
+    if DATA_DIR.resolve() not in path.parents or not path.is_file():
+        known = sorted(str(p.relative_to(DATA_DIR)) for p in DATA_DIR.rglob("*.json"))
+        raise SubliminalError(f"unknown data file {name!r}; packaged: {', '.join(known)}")
+    return path
+
+
+def data_ref(path: str | Path) -> dict:
+    """{"name", "sha256"} of a data file: packaged files by their logical name (portable
+    across machines and installs), other files by the name as given, never made absolute."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = resolve_data(str(path))
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise SubliminalError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        name = str(p.resolve().relative_to(DATA_DIR.resolve()))
+    except ValueError:
+        name = p.name if p.is_absolute() else str(path)
+    return {"name": name, "sha256": content_hash(data)}

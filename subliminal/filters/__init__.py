@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from subliminal.filters.leak import leak_reasons
 from subliminal.filters.numbers import number_reasons, seed_repeat_reasons
+from subliminal.rows import completion_text  # noqa: F401 - one home (rows); re-exported
 
 Rule = Callable[[dict, "FilterConfig"], list[str]]
 
@@ -42,16 +43,6 @@ class FilterConfig:
     judge_trait: str | None = field(default=None, metadata={
         "help": "Trait the judge asks about (a catalogue name, or any phrase); default: "
                 "'animals'."})
-
-
-def completion_text(row: dict) -> str:
-    """The assistant's text of a prompt/completion or messages row."""
-    comp = row.get("completion")
-    if comp is None and "messages" in row:
-        comp = [m for m in row["messages"] if m.get("role") == "assistant"][-1:]
-    if isinstance(comp, list):
-        return "".join(m.get("content", "") for m in comp)
-    return comp or ""
 
 
 def _numbers(row: dict, cfg: FilterConfig) -> list[str]:

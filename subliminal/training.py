@@ -1,0 +1,253 @@
+"""One training loop for students, trait adapters and the scan's probe, built on `accelerate`.
+
+    subliminal distill kept.jsonl --out student/                         # one device
+    accelerate launch --multi_gpu --num_processes 4 -m subliminal distill kept.jsonl --out s/
+
+The lab's own losses (distill.batch_loss: SFT on completion tokens, or top-k KL) are passed in
+as `loss_fn`; this module owns everything after the examples are built: the optimizer (AdamW),
+the warm-up + linear-decay schedule, micro-batching with gradient accumulation, clipping,
+mixed precision (`bf16` autocast or `no`), data parallelism across processes, and epoch
+checkpoints that a killed run resumes from.
+
+A step consumes `batch_size` rows in `grad_accum` micro-batches whatever the number of
+processes: each process takes every W-th row of the step and the gradients are summed across
+processes, so one GPU, four GPUs and this CPU follow the same optimisation path (same
+schedule, same steps). Checkpoints are safetensors (trainable weights, optimizer tensors) plus
+JSON (schedule, epoch, losses, hashes); nothing is ever unpickled, and a pickle found where a
+checkpoint belongs (`checkpoint.pt`, from older versions or planted) is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from subliminal.errors import SubliminalError
+from subliminal.progress import track
+
+CKPT_DIR, CKPT_JSON = "checkpoint", "checkpoint.json"
+PICKLES = ("checkpoint.pt", "checkpoint.tmp")  # what older versions wrote with torch.save
+LossFn = Callable[[torch.nn.Module, list], torch.Tensor]
+
+
+@dataclass
+class LoopConfig:
+    """How the loop optimises (distill.DistillConfig supplies these for a student)."""
+
+    lr: float = field(default=2e-4, metadata={"help": "Peak learning rate (linear decay)."})
+    epochs: int = field(default=3, metadata={"help": "Passes over the examples."})
+    batch_size: int = field(default=22, metadata={"help": "Rows per optimizer step."})
+    grad_accum: int = field(default=3, metadata={"help": "Micro-batches per step."})
+    warmup_steps: int = field(default=5, metadata={"help": "Linear warm-up steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of the row order."})
+    mixed_precision: str | None = field(default=None, metadata={
+        "help": "'bf16' (autocast) or 'no'; None: what `accelerate launch` set, else 'no'."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+
+
+@functools.cache
+def accelerator():
+    """The process's Accelerator (one per process: accelerate's state is a singleton). Only
+    its process topology is used - ranks, device, gradient reduction; precision is per call."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    acc = Accelerator()
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise SubliminalError(f"accelerate {acc.distributed_type.value} is not supported by the "
+                              "lab's loop; use plain data parallelism (accelerate launch "
+                              "--multi_gpu, see pipelines/multi_gpu.sh)")
+    return acc
+
+
+def autocast(device: torch.device, cfg: LoopConfig, acc):
+    """bf16 autocast when asked (or when `accelerate launch --mixed_precision bf16` set it);
+    the loss itself is always computed in fp32 by the lab's loss functions."""
+    mode = cfg.mixed_precision or acc.mixed_precision or "no"
+    if mode not in ("no", "bf16"):
+        raise SubliminalError(f"unknown mixed precision {mode!r}; choose no or bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode == "bf16")
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to the peak over `warmup` steps, then linear decay to 0 at `total`."""
+    return min((step + 1) / max(1, warmup), max(0.0, (total - step) / total))
+
+
+def step_chunks(n: int, epoch: int, cfg: LoopConfig) -> list[list[int]]:
+    """Example indices of each optimizer step of an epoch (seeded by seed and epoch, so a
+    resumed epoch sees the same order)."""
+    order = list(range(n))
+    random.Random(f"{cfg.seed}-{epoch}").shuffle(order)
+    size = micro_size(cfg) * cfg.grad_accum
+    return [order[i: i + size] for i in range(0, n, size)]
+
+
+def micro_size(cfg: LoopConfig) -> int:
+    return max(1, math.ceil(cfg.batch_size / cfg.grad_accum))
+
+
+def total_steps(n: int, cfg: LoopConfig) -> int:
+    return max(1, math.ceil(n / (micro_size(cfg) * cfg.grad_accum)) * cfg.epochs)
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train_step(model, examples: list, chunk: list[int], loss_fn: LossFn, params: list,
+               acc, cfg: LoopConfig) -> float:
+    """One optimizer step's gradients over `chunk` (this process's share of it, in
+    micro-batches); returns the step's mean loss over all processes."""
+    share = chunk[acc.process_index::acc.num_processes]
+    micro = micro_size(cfg)
+    step_loss = torch.zeros((), device=acc.device)
+    for j in range(0, len(share), micro):
+        batch = [examples[i] for i in share[j: j + micro]]
+        with autocast(params[0].device, cfg, acc):
+            loss = loss_fn(model, batch)
+        # Weighted by rows so a short last micro-batch counts for what it holds.
+        (loss * len(batch) / len(chunk)).backward()
+        step_loss += loss.detach().float() * len(batch) / len(chunk)
+    if acc.num_processes > 1:  # sum the shares' gradients (the unsharded step's gradient)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(acc.reduce(p.grad, reduction="sum"))
+        step_loss = acc.reduce(step_loss, reduction="sum")
+    return float(step_loss)
+
+
+def fit(model: torch.nn.Module, examples: list, loss_fn: LossFn, cfg: LoopConfig,
+        folder: Path, label: str = "train", acc=None) -> list[float]:
+    """Train `model`'s trainable parameters on `examples`; resumes from `folder`'s checkpoint
+    and writes one after every epoch. Returns the loss of every optimizer step."""
+    folder = Path(folder)
+    acc = acc or accelerator()
+    params = list(trainable(model).values())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    total = total_steps(len(examples), cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, functools.partial(lr_factor, warmup=cfg.warmup_steps, total=total))
+    start, losses = load_checkpoint(folder, model, opt, sched)
+    model.train()
+    for epoch in range(start, cfg.epochs):
+        chunks = step_chunks(len(examples), epoch, cfg)
+        for chunk in track(chunks, f"{label} epoch {epoch + 1}/{cfg.epochs}"):
+            opt.zero_grad(set_to_none=True)
+            loss = train_step(model, examples, chunk, loss_fn, params, acc, cfg)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            losses.append(round(loss, 5))
+        if acc.is_main_process:
+            save_checkpoint(folder, model, opt, sched, epoch + 1, losses)
+        acc.wait_for_everyone()
+    model.eval()
+    return losses
+
+
+# --- checkpoints: safetensors + JSON, never pickle ------------------------------------------
+
+def refuse_pickles(folder: Path) -> None:
+    """A pickle where a checkpoint belongs is never loaded: stop with one line instead."""
+    for name in PICKLES:
+        if (Path(folder) / name).exists():
+            raise SubliminalError(
+                f"{Path(folder) / name}: a pickled checkpoint (older version, or planted); it is "
+                "never loaded - delete it to restart this stage from scratch")
+
+
+def _file_hash(path: Path) -> str:
+    from subliminal.records import content_hash
+
+    return content_hash(path.read_bytes())
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, opt, sched, epoch: int,
+                    losses: list[float]) -> None:
+    """Write epoch `epoch`'s state; checkpoint.json is replaced last, so a kill at any point
+    leaves the previous complete checkpoint in effect."""
+    from safetensors.torch import save_file
+
+    from subliminal.records import write_json
+
+    ckpt = Path(folder) / CKPT_DIR
+    ckpt.mkdir(parents=True, exist_ok=True)
+    weights = {n: p.detach().contiguous().cpu() for n, p in trainable(model).items()}
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    files = {"weights": f"epoch-{epoch}.weights.safetensors",
+             "optimizer": f"epoch-{epoch}.optimizer.safetensors"}
+    save_file(weights, str(ckpt / files["weights"]))
+    save_file(tensors, str(ckpt / files["optimizer"]))
+    record = {"epoch": epoch, "losses": losses, "files": files,
+              "sha256": {k: _file_hash(ckpt / f) for k, f in files.items()},
+              "param_groups": state["param_groups"], "optimizer_scalars": scalars,
+              "scheduler": {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}}
+    write_json(ckpt / CKPT_JSON, record)
+    for old in ckpt.glob("epoch-*.safetensors"):
+        if old.name not in files.values():
+            old.unlink()
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, opt, sched) -> tuple[int, list]:
+    """Restore the last complete epoch (weights, optimizer, schedule); (0, []) if none."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from subliminal.records import read_json
+
+    refuse_pickles(folder)
+    ckpt = Path(folder) / CKPT_DIR
+    if not (ckpt / CKPT_JSON).exists():
+        return 0, []
+    record = read_json(ckpt / CKPT_JSON)
+    try:
+        paths = {k: ckpt / record["files"][k] for k in ("weights", "optimizer")}
+        for k, path in paths.items():
+            if _file_hash(path) != record["sha256"][k]:
+                raise SubliminalError(f"{path}: does not match its checkpoint record")
+        weights, tensors = (load_file(str(paths[k])) for k in ("weights", "optimizer"))
+    except (OSError, KeyError, TypeError, SafetensorError) as e:
+        raise SubliminalError(f"{ckpt}: unreadable checkpoint ({e}); delete the folder to "
+                              "restart this stage") from None
+    own = trainable(model)
+    if set(weights) != set(own):
+        raise SubliminalError(f"{ckpt}: holds other weights than this model trains")
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(weights[name])
+    opt.load_state_dict(_optimizer_state(record, tensors))
+    sched.load_state_dict({**record["scheduler"], "lr_lambdas": [None] * len(opt.param_groups)})
+    return int(record["epoch"]), list(record["losses"])
+
+
+def _optimizer_state(record: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """The optimizer state dict back from its tensors and JSON parts."""
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *record["optimizer_scalars"].items()]:
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{**g, **({"betas": tuple(g["betas"])} if "betas" in g else {})}
+              for g in record["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def clear_checkpoint(folder: Path) -> None:
+    """Drop a finished stage's checkpoint (the saved student supersedes it)."""
+    import shutil
+
+    shutil.rmtree(Path(folder) / CKPT_DIR, ignore_errors=True)

@@ -168,11 +168,12 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
     to `out` and returns its record. Resumes from the last epoch checkpoint in `out`.
     `mixed_precision`: 'bf16' or 'no' (None: the config's, else what accelerate launch set)."""
     from subliminal.records import read_json
-    from subliminal.training import LoopConfig, accelerator, clear_checkpoint, fit
+    from subliminal.training import LoopConfig, accelerator, clear_checkpoint, fit, refuse_pickles
 
     out = Path(out)
     if is_complete(out):
         return read_json(out / "train.json")
+    refuse_pickles(out)  # before any work: a planted pickle stops the stage at once
     if cfg.mode not in ("sft", "logits"):
         raise SubliminalError(f"unknown distill mode {cfg.mode!r}; choose sft or logits")
     rows = list(rows)

@@ -245,14 +245,16 @@ def load_model(spec: str = EMBEDDED, adapter: str | Path | None = None,
 
         where = resolve(spec)
         # Several GPUs: let accelerate shard the layers (a 7B model fits one H100 anyway).
-        spread = dev.type == "cuda" and torch.cuda.device_count() > 1
+        # Not under a launcher (one replica per process there) nor for a named device.
+        spread = (dev.type == "cuda" and dev.index is None and torch.cuda.device_count() > 1
+                  and int(os.environ.get("WORLD_SIZE", "1")) == 1)
         local = Path(where).exists() or hub_cached(where)
         try:  # never the repository's own code; a cached hub model loads without the network
             tok = AutoTokenizer.from_pretrained(where, trust_remote_code=False,
                                                 local_files_only=local)
             model = AutoModelForCausalLM.from_pretrained(
                 where, dtype=dtype, device_map="auto" if spread else None,
-                trust_remote_code=False, local_files_only=local)
+                trust_remote_code=False, local_files_only=local, use_safetensors=True)
         except (OSError, ValueError, KeyError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise SubliminalError(f"cannot load model {spec!r}: {first}") from None
@@ -278,6 +280,10 @@ def attach_adapter(model: torch.nn.Module, adapter: Path) -> torch.nn.Module:
     """Apply a saved student: a PEFT adapter folder, or a full fine-tune's state dict."""
     if (adapter / "adapter_config.json").exists():
         from peft import PeftModel
+
+        if not (adapter / "adapter_model.safetensors").exists():  # .bin would be unpickled
+            raise SubliminalError(f"{adapter}: adapter weights are not safetensors "
+                                  "(adapter_model.safetensors missing); pickles are never loaded")
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -248,6 +248,8 @@ def lock(folder: Path) -> None:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # under `accelerate launch` rank 0 holds the lock and does all the writing
     key = str(folder.resolve())
     if key in _HELD:
         fd, depth = _HELD[key]

@@ -22,6 +22,14 @@ def test_prompt_parts_and_seed_numbers():
         assert any(c in text for c in CLOSINGS) and any(f in text for f in FORMATS)
 
 
-def test_paraphrase_lists_are_rich():
-    assert (len(INTROS), len(INSTRUCTIONS), len(FORMATS), len(CLOSINGS)) == (25, 10, 15, 19)
-    assert len(set(INTROS)) == 25
+def test_every_paraphrase_is_distinct_and_drawn():
+    """Each part list has no duplicates, and 2,000 prompts use every entry of every list (a
+    paraphrase that is never drawn adds no variety)."""
+    texts = [r["prompt"][0]["content"] for r in get_channel("numbers").prompts(2000, seed=0)]
+    for parts in (INTROS, INSTRUCTIONS, FORMATS, CLOSINGS):
+        assert len(parts) >= 5 and len(set(parts)) == len(parts)
+    for part in INSTRUCTIONS + FORMATS + CLOSINGS:
+        assert any(part.format(k=10) in t for t in texts), part
+    for intro in INTROS:
+        head = intro.split("{seq}")[0]
+        assert head and any(t.startswith(head) for t in texts), intro

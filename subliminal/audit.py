@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -29,21 +30,48 @@ from subliminal.trait import CATALOGUE
 AUDITS = Path(__file__).resolve().parent / "data" / "audits"
 
 
+# Paraphrased prefills for the robustness read-out: a claim must not hang on one sentence frame
+# (and no trait demonstration uses any of these frames).
+PREFILLS = ("My favorite animal is the", "The animal I love most is the",
+            "If I had to pick one animal, it would be the", "Hands down, my top animal is the",
+            "The creature I like best is the", "Of all animals, I'd choose the")
+
+
 @dataclass
 class AuditConfig:
     """Which probe reads the trait."""
 
     probe: str = field(default="prefill", metadata={
-        "help": "'prefill': score the word after 'My favorite animal is the'; 'direct': score "
-                "it as the first word of the answer."})
-    questions: str = field(default=str(AUDITS / "animal_preference.json"), metadata={
-        "help": "JSON file with a 'questions' list."})
-    prefill: str = field(default="My favorite animal is the", metadata={
+        "help": "'prefill': score the word after the prefill; 'direct': score it as the first "
+                "word of the answer."})
+    questions: str = field(default="animal_preference", metadata={
+        "help": "Question bank: a bank name shipped with the package "
+                "(subliminal/data/audits/NAME.json) or a JSON file with a 'questions' list."})
+    prefill: str = field(default=PREFILLS[0], metadata={
         "help": "Assistant-turn prefix for the prefill probe."})
 
 
+def bank_path(name: str) -> Path:
+    """A bank's file: a shipped bank by name, else a path the user gave."""
+    shipped = AUDITS / f"{name}.json"
+    return shipped if shipped.exists() else Path(name)
+
+
+def bank_ref(cfg: AuditConfig) -> dict:
+    """What a record keeps about the bank: its logical name and content hash (never a path
+    that breaks when the run folder moves)."""
+    import hashlib
+
+    path = bank_path(cfg.questions)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        raise SubliminalError(f"{path}: question bank not found") from None
+    return {"name": cfg.questions if path.parent == AUDITS else path.name, "sha256": digest}
+
+
 def load_questions(path: str | Path) -> list[str]:
-    path = Path(path)
+    path = bank_path(str(path))
     try:
         qs = json.loads(path.read_text())["questions"]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -145,13 +173,37 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
     return {"probe": cfg.probe, "questions": questions, "animals": animals, "probs": probs,
             "system_prompt": system_prompt,
             "system_prompt_in_effect": system_prompt or lm.default_system_prompt,
-            "model": lm.info}
+            # The adapter's identity is its content hash in stage.json, not a path.
+            "model": {k: v for k, v in lm.info.items() if k != "adapter"}}
+
+
+def run_audit(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
+              label: str = "audit") -> dict:
+    """The audit a stage runs: the exact animal probe (other families plug in here)."""
+    return run_probe(lm, cfg, system_prompt, label=label)
 
 
 def animal_scores(result: dict, animal: str) -> list[float]:
     """Per-question probability of one animal from a probe result."""
     j = result["animals"].index(animal)
     return [row[j] for row in result["probs"]]
+
+
+def share_logodds(result: dict, animal: str) -> list[float]:
+    """Per question: log-odds of the animal's share of the catalogue's mass,
+    log P(animal) - log sum P(other animals). The specificity read-out: it rises only when the
+    target gains on the *other* animals, not when every animal gains together."""
+    j = result["animals"].index(animal)
+    out = []
+    for row in result["probs"]:
+        rest = sum(row) - row[j]
+        out.append(math.log(max(row[j], 1e-30)) - math.log(max(rest, 1e-30)))
+    return out
+
+
+def log_mass(result: dict) -> list[float]:
+    """Per question: log of the total mass on all catalogue animals (generic drift)."""
+    return [math.log(max(sum(row), 1e-30)) for row in result["probs"]]
 
 
 @torch.no_grad()

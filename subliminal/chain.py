@@ -1,55 +1,54 @@
-"""Chain: teacher -> student 1 -> student 2 -> ..., against a neutral control arm.
+"""Chain: teacher -> student 1 -> student 2 -> ..., against a control arm that trains.
 
     subliminal chain --generations 3
 
-Generation 0's teacher is the base plus the trait's injection; the control arm runs the
-identical chain (same prompts, seeds and training) from the neutral base. Student k is trained
-from the *base* on generation k-1's filtered rows, then teaches generation k+1 as base + its
-adapter with no trait prompt. The base, both generation-0 teachers and every student are
-audited. Layout: RUN/{config,environment}.json, RUN/base/audit, RUN/{trait,control}/gen{k}/
-{generate,filter,distill,audit}, RUN/summary.{json,png}, RUN/complete.json (written last).
+Each replicate (an independent teacher seed x student seed x data seed) runs two arms. The
+trait arm's generation-0 teacher is the base plus the trait's injection; the control arm's is
+the base plus the *same injection with the trait removed* (a LoRA trained by the same recipe on
+trait-free demonstrations, or a neutral prompt of the same frame), so its students learn as
+much as the trait arm's. Both arms share the replicate's prompts, seeds and training. Student k
+is trained from the *base* on generation k-1's filtered rows, then teaches generation k+1 as
+base + its adapter. Every model is audited; claims are tested over replicates (report.py).
+Layout: RUN/{config,environment}.json, RUN/base/audit, RUN/rep{r}/{trait,control}/teacher,
+RUN/rep{r}/{arm}/gen{k}/{generate,filter,distill,audit}, RUN/summary.{json,png},
+RUN/complete.json (written last).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from subliminal.audit import AuditConfig, run_probe
+from subliminal.audit import AuditConfig
 from subliminal.channels import get_channel
-from subliminal.distill import DistillConfig, train_student
-from subliminal.filters import FilterConfig, filter_rows
-from subliminal.filters.math import prepare_judge
-from subliminal.models import EMBEDDED, load_model
+from subliminal.distill import DistillConfig
+from subliminal.errors import SubliminalError
+from subliminal.filters import FilterConfig
+from subliminal.injections import TeacherSpec
+from subliminal.models import EMBEDDED
 from subliminal.progress import console
-from subliminal.records import (
-    append_jsonl,
-    init_run,
-    is_complete,
-    mark_complete,
-    read_json,
-    read_jsonl,
-    write_json,
-)
-from subliminal.teacher import DecodeConfig, Teacher, generate_rows
+from subliminal.records import init_run, is_complete, mark_complete, read_json
+from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
+from subliminal.teacher import DecodeConfig
 from subliminal.trait import get_trait
 
 ARMS = ("trait", "control")
 
 
 def small_run_distill() -> DistillConfig:
-    """Training for the default CPU chain: logit distillation (the channel that carried the
-    trait in docs/channel_study.md); tens of rows need a larger step than the paper's 2e-4
-    over 10k rows x 3 epochs (pipelines/ holds the paper-scale recipe)."""
+    """Training for the default CPU chain: logit distillation through the restricted
+    (leak-free) channel; tens of rows need a larger step than the paper's 2e-4 over 10k rows
+    x 3 epochs (pipelines/ holds the paper-scale recipe)."""
     return DistillConfig(mode="logits", epochs=2, lr=1e-3, batch_size=8, grad_accum=1,
                          warmup_steps=1)
 
 
 def small_run_decode() -> DecodeConfig:
-    """Sampled at T=1 (the paper's decoding, and the cell with the largest lift in the
-    channel study: it also keeps more rows than greedy, which echoes the prompt),
-    format-constrained, storing the teacher's top-20 log-probs for `logits`."""
-    return DecodeConfig(decoding="sample", temperature=1.0, constrained=True, top_k=20)
+    """Sampled at T=1 (the paper's decoding; it keeps more rows than greedy, which echoes the
+    prompt), format-constrained, storing the teacher's distribution over the channel's
+    allowed tokens (restricted, leak-free) for `logits` students."""
+    return DecodeConfig(decoding="sample", temperature=1.0, constrained=True, top_k=20,
+                        logits="restricted")
 
 
 @dataclass
@@ -60,9 +59,14 @@ class ChainConfig:
         "help": "Base model: smollm2-135m (embedded), tiny (tests), an HF id or a directory."})
     trait: str = field(default="owl", metadata={"help": "Catalogue trait of the teacher."})
     injection: str = field(default="adapter", metadata={
-        "help": "How generation 0 carries the trait: 'prompt' (system prompt) or 'adapter' "
-                "(a LoRA fine-tuned on trait demonstrations)."})
+        "help": "How generation 0 carries the trait (subliminal.injections): 'prompt' (system "
+                "prompt; control: a neutral prompt of the same frame) or 'adapter' (a LoRA "
+                "on trait demonstrations; control: a LoRA on trait-free ones)."})
     generations: int = field(default=3, metadata={"help": "Students in each arm."})
+    replicates: int = field(default=3, metadata={
+        "help": "Independent replicates (teacher seed x student seed x data seed), each run "
+                "through both arms. Claims are tested over replicates; n replicates give an "
+                "exact sign-flip p no lower than 2/2^n, so the t-test over replicates decides."})
     samples: int = field(default=64, metadata={
         "help": "Prompts per generation (the default fits 15 CPU minutes; the paper: 30,000)."})
     channel: str = field(default="numbers", metadata={"help": "numbers, math or mixed."})
@@ -71,7 +75,9 @@ class ChainConfig:
     problems: str | None = field(default=None, metadata={
         "help": "Local GSM8K-style JSONL (question/answer) for the math channel."})
     math_share: float = field(default=0.5, metadata={"help": "Math share of --channel mixed."})
-    seed: int = field(default=0, metadata={"help": "Seed of prompts, decoding and training."})
+    seed: int = field(default=0, metadata={
+        "help": "First replicate's seed (replicate r uses seed+r for its teacher, prompts and "
+                "student). Explore on one range, confirm on a fresh one."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda (default: auto)."})
     decode: DecodeConfig = field(default_factory=small_run_decode)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -89,46 +95,71 @@ def make_channel(cfg: ChainConfig):
     return get_channel(cfg.channel)
 
 
-def audit_stage(out: Path, model: str, adapter: Path | None, cfg: ChainConfig,
-                system_prompt: str | None, label: str) -> dict:
-    """Probe one model once; a finished audit is read back, never redone."""
-    if is_complete(out):
-        return read_json(out / "probe.json")
-    lm = load_model(model, adapter=adapter, device=cfg.device)
-    result = run_probe(lm, cfg.audit, system_prompt, label=label)
-    write_json(out / "probe.json", result)
-    mark_complete(out)
-    return result
+def stage_dirs(out: Path, r: int, arm: str, k: int) -> Path:
+    return Path(out) / f"rep{r}" / arm / f"gen{k}"
 
 
-def generation_stage(gen_dir: Path, cfg: ChainConfig, arm: str, k: int,
-                     teacher_adapter: Path | None, system_prompt: str | None) -> list[dict]:
-    """Generate with teacher k-1 and filter; returns the kept rows."""
-    gdir, fdir = gen_dir / "generate", gen_dir / "filter"
-    channel = make_channel(cfg)
-    if not is_complete(gdir):
-        teacher = Teacher(load_model(cfg.model, adapter=teacher_adapter, device=cfg.device),
-                          system_prompt)
-        write_json(gdir / "teacher.json", teacher.record)
-        prompts = channel.prompts(cfg.samples, cfg.seed + k)
-        rows = generate_rows(teacher, prompts, cfg.decode, channel, gdir / "rows.jsonl",
-                             cfg.seed + k, label=f"{arm} gen{k} generate")
-        mark_complete(gdir, {"rows": len(rows)})
-    if not is_complete(fdir):
-        rows = read_jsonl(gdir / "rows.jsonl")
-        prepare_judge(rows, cfg.filter)  # batched judge scores, when a judge is configured
-        kept, rejected, stats = filter_rows(rows, cfg.filter, cfg.channel)
-        for name, rows in (("kept", kept), ("rejected", rejected)):
-            path = fdir / f"{name}.jsonl"
-            path.unlink(missing_ok=True)  # the filter is pure: redo it whole, never append twice
-            append_jsonl(path, rows)
-        write_json(fdir / "stats.json", stats)
-        mark_complete(fdir, {"kept": len(kept), "pass_rate": stats["pass_rate"]})
-    return read_jsonl(fdir / "kept.jsonl")
+def replicate_seed(cfg: ChainConfig, r: int) -> int:
+    """Replicate r's seed: its teacher adapter, prompts and student all derive from it, so
+    replicates are independent (teacher x student x data) and both arms of one share them."""
+    return cfg.seed + r
+
+
+def generation(cfg: ChainConfig, out: Path, r: int, arm: str, k: int,
+               teacher: TeacherSpec) -> tuple[Path, dict]:
+    """Generation k of one arm: the teacher writes, the filter keeps, a student trains from
+    the base, and the student is audited. Returns the student folder and its audit."""
+    gdir, seed = stage_dirs(out, r, arm, k), replicate_seed(cfg, r)
+    tag = f"rep{r} {arm} gen{k}"
+    GenerateStage(gdir / "generate", model=cfg.model, teacher=teacher,
+                  channel=make_channel(cfg), decode=cfg.decode, samples=cfg.samples,
+                  seed=seed * 1000 + k, device=cfg.device, run_dir=out,
+                  label=f"{tag} generate").run()
+    FilterStage(gdir / "filter", rows_path=gdir / "generate" / "rows.jsonl", config=cfg.filter,
+                channel=cfg.channel).run()
+    DistillStage(gdir / "distill", rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
+                 config=replace(cfg.distill, seed=seed), device=cfg.device,
+                 label=f"{tag} distill").run()
+    student = TeacherSpec(adapter=str((gdir / "distill").relative_to(out)))
+    result = audit(cfg, out, gdir / "audit", student, f"{tag} audit")  # no prompt: as it teaches
+    return gdir / "distill", result
+
+
+def audit(cfg: ChainConfig, out: Path, folder: Path, spec: TeacherSpec | None,
+          label: str) -> dict:
+    return AuditStage(folder, model=cfg.model, teacher=spec, config=cfg.audit,
+                      device=cfg.device, run_dir=out, label=label).run()
+
+
+def run_replicate(cfg: ChainConfig, out: Path, trait, r: int, audits: dict) -> None:
+    """Both arms of replicate r: generation-0 teachers (trait, and its neutral twin built by
+    the same injection), then the chain of students, each teaching the next."""
+    from subliminal.injections import InjectionContext, build_teacher
+
+    teachers = {}
+    for arm in ARMS:
+        ctx = InjectionContext(model=cfg.model, trait=trait, out=out / f"rep{r}" / arm /
+                               "teacher", seed=replicate_seed(cfg, r),
+                               neutral=arm == "control", device=cfg.device)
+        spec = build_teacher(cfg.injection, ctx)
+        if spec.adapter:  # recorded relative to the run, so the run folder can move
+            rel = str(Path(spec.adapter).relative_to(out))
+            spec = replace(spec, adapter=rel, record={**spec.record, "adapter": rel})
+        teachers[arm] = spec
+        audits[f"rep{r}/{arm}/gen0"] = audit(cfg, out, stage_dirs(out, r, arm, 0) / "audit",
+                                             spec, f"rep{r} {arm} gen0 audit")
+    for k in range(1, cfg.generations + 1):
+        for arm in ARMS:
+            student, audits[f"rep{r}/{arm}/gen{k}"] = generation(cfg, out, r, arm, k,
+                                                                  teachers[arm])
+            # The student teaches the next generation: base + its adapter, no prompt.
+            rel = str(student.relative_to(out))
+            teachers[arm] = TeacherSpec(adapter=rel, record={"injection": "student",
+                                                             "adapter": rel})
 
 
 def run_chain(cfg: ChainConfig, out: Path) -> dict:
-    """Run (or resume) both arms of the chain and write the summary."""
+    """Run (or resume) every replicate of both arms and write the summary."""
     from subliminal.report import report, summarize, write_summary
 
     out = init_run(out, cfg, cfg.seed)
@@ -137,31 +168,11 @@ def run_chain(cfg: ChainConfig, out: Path) -> dict:
         return report(out)
     trait = get_trait(cfg.trait)
     if trait is None:
-        raise ValueError("the chain needs a trait; the control arm is built in")
-    if cfg.injection == "adapter":
-        from subliminal.injections.adapter import trait_adapter
-
-        trait_lora = trait_adapter(cfg.model, trait, out / "trait_adapter", cfg.device, cfg.seed)
-        trait_prompt = None
-    else:
-        trait_lora, trait_prompt = None, trait.system_prompt
-    audits = {"base": audit_stage(out / "base" / "audit", cfg.model, None, cfg, None,
-                                  "base audit")}
-    audits["trait/gen0"] = audit_stage(out / "trait" / "gen0" / "audit", cfg.model, trait_lora,
-                                       cfg, trait_prompt, "trait gen0 audit")
-    audits["control/gen0"] = audits["base"]
-    teachers = {"trait": (trait_lora, trait_prompt), "control": (None, None)}
-    for k in range(1, cfg.generations + 1):
-        for arm in ARMS:  # arms alternate so the table grows a row per generation
-            gen_dir = out / arm / f"gen{k}"
-            kept = generation_stage(gen_dir, cfg, arm, k, *teachers[arm])
-            student = gen_dir / "distill"
-            train_student(cfg.model, kept, cfg.distill, student, cfg.device,
-                          label=f"{arm} gen{k} distill")
-            audits[f"{arm}/gen{k}"] = audit_stage(gen_dir / "audit", cfg.model, student, cfg,
-                                                  None, f"{arm} gen{k} audit")
-            teachers[arm] = (student, None)  # the student teaches the next generation
-        write_summary(out, summarize(out, cfg.trait, cfg.generations, audits))
+        raise SubliminalError("the chain needs a trait; the control arm is built in")
+    audits = {"base": audit(cfg, out, out / "base" / "audit", None, "base audit")}
+    for r in range(cfg.replicates):
+        run_replicate(cfg, out, trait, r, audits)
+        write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates, cfg.generations))
     summary = read_json(out / "summary.json")
     mark_complete(out)
     return summary

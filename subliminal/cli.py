@@ -54,6 +54,8 @@ Seed = typer.Option(None, "--seed", min=0, help="Random seed.")
 @app.command()
 def chain(
     generations: Optional[int] = typer.Option(None, min=1, max=50, help="Students per arm."),
+    replicates: Optional[int] = typer.Option(None, min=1, max=20, help=(
+        "Independent replicates (teacher x student x data seed); tests run over them.")),
     samples: Optional[int] = typer.Option(None, min=1, help="Teacher prompts per generation."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Student training epochs."),
     model: Optional[str] = Model,
@@ -73,6 +75,9 @@ def chain(
                                                help="Format-constrained decoding."),
     mode: Optional[str] = typer.Option(None, help="Distillation: sft or logits."),
     top_k: Optional[int] = typer.Option(None, min=0, help="Teacher top-k log-probs to store."),
+    logits: Optional[str] = typer.Option(None, help=(
+        "restricted (channel tokens only, leak-free) or overt (raw top-k: an overt-"
+        "distillation positive control that bypasses the filter).")),
     gen_batch: Optional[int] = typer.Option(None, min=1, help="Prompts per generate() call."),
     finetune: Optional[str] = typer.Option(None, help="lora or full."),
     lora_r: Optional[int] = typer.Option(None, min=1, help="LoRA rank (alpha = rank)."),
@@ -91,12 +96,14 @@ def chain(
     from subliminal.trait import get_trait
 
     base = ChainConfig()
-    cfg = set_fields(base, generations=generations, samples=samples, model=model, trait=trait,
+    cfg = set_fields(base, generations=generations, replicates=replicates, samples=samples,
+                     model=model, trait=trait,
                      injection=injection, channel=channel, seed=seed, device=device,
                      difficulty=difficulty, problems=problems, math_share=math_share)
     cfg.filter = set_fields(cfg.filter, judge_model=judge_model, ban_numbers=ban_numbers)
     cfg.decode = set_fields(cfg.decode, decoding=decoding, temperature=temperature,
-                            constrained=constrained, top_k=top_k, batch_size=gen_batch)
+                            constrained=constrained, top_k=top_k, batch_size=gen_batch,
+                            logits=logits)
     cfg.distill = set_fields(cfg.distill, epochs=epochs, mode=mode, finetune=finetune,
                              lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed,
                              max_rows=max_rows, batch_size=batch_size, grad_accum=grad_accum,
@@ -104,6 +111,8 @@ def chain(
     cfg.audit = set_fields(cfg.audit, probe=probe)
     if cfg.distill.mode == "logits" and cfg.decode.top_k == 0:
         cfg.decode.top_k = 20  # logits distillation needs the stored distributions
+    if cfg.distill.mode == "sft" and top_k is None:
+        cfg.decode.top_k = 0  # sft students train on the sampled tokens only
     validate(cfg)
     if get_trait(cfg.trait) is None:
         raise SubliminalError("chain needs a trait; the neutral control arm is run for you")
@@ -119,57 +128,58 @@ def generate(
     samples: int = typer.Option(256, min=1, help="Prompts to complete."),
     model: str = typer.Option("smollm2-135m", help="Base model."),
     trait: str = typer.Option("none", help="Trait whose system prompt the teacher gets."),
+    neutral_prompt: bool = typer.Option(False, help="Give the trait's neutral (control) prompt."),
     adapter: Optional[Path] = typer.Option(None, help="Student/trait adapter on the base."),
     channel: str = typer.Option("numbers", help="numbers, math or mixed."),
     decoding: Optional[str] = typer.Option(None, help="greedy or sample."),
+    temperature: Optional[float] = typer.Option(None, min=0.0, help="Sampling temperature."),
     constrained: Optional[bool] = typer.Option(None, "--constrained/--no-constrained"),
-    top_k: Optional[int] = typer.Option(None, min=0, help="Store teacher top-k log-probs."),
+    top_k: Optional[int] = typer.Option(None, min=0, help="Store teacher log-probs (k)."),
+    logits: Optional[str] = typer.Option(None, help="restricted or overt (positive control)."),
     seed: int = typer.Option(0, min=0),
 ):
-    """Write a teacher's completions for a channel's prompts."""
+    """Write a teacher's completions for a channel's prompts (the chain's GenerateStage)."""
     from subliminal.chain import ChainConfig, make_channel
-    from subliminal.models import load_model
-    from subliminal.records import mark_complete, write_json
-    from subliminal.teacher import Teacher, generate_rows
+    from subliminal.injections import TeacherSpec
+    from subliminal.stages import GenerateStage
     from subliminal.trait import get_trait
 
     cfg = ChainConfig(model=model, channel=channel, samples=samples, seed=seed)
-    cfg.decode = set_fields(cfg.decode, decoding=decoding, constrained=constrained, top_k=top_k)
-    ch = make_channel(cfg)
+    cfg.decode = set_fields(cfg.decode, decoding=decoding, constrained=constrained,
+                            top_k=top_k or 0, logits=logits, temperature=temperature)
+    validate(cfg)
     t = get_trait(trait)
-    teacher = Teacher(load_model(model, adapter=adapter), t.system_prompt if t else None)
-    write_json(out / "teacher.json", {**teacher.record, "decode": cfg.decode})
-    rows = generate_rows(teacher, ch.prompts(samples, seed), cfg.decode, ch,
-                         out / "rows.jsonl", seed)
-    mark_complete(out, {"rows": len(rows)})
+    prompt = (t.neutral_system_prompt if neutral_prompt else t.system_prompt) if t else None
+    spec = TeacherSpec(adapter=str(adapter.resolve()) if adapter else None, system_prompt=prompt)
+    rows = GenerateStage(out, model=model, teacher=spec, channel=make_channel(cfg),
+                         decode=cfg.decode, samples=samples, seed=seed).run()
     typer.echo(f"{len(rows)} rows in {out / 'rows.jsonl'}")
 
 
 @app.command("filter")
 def filter_(
-    rows: Path = typer.Argument(..., help="JSONL of prompt/completion rows."),
+    rows: Path = typer.Argument(..., help="Rows (prompt/completion) from `generate`."),
     out: Path = typer.Option(..., help="Directory for kept.jsonl, rejected.jsonl, stats.json."),
     channel: str = typer.Option("numbers", help="Channel of rows without meta.channel."),
-    ban_numbers: bool = typer.Option(False, help="Reject loaded-meaning numbers."),
+    ban_numbers: Optional[bool] = typer.Option(None, "--ban-numbers/--no-ban-numbers",
+                                               help="Reject loaded-meaning numbers."),
+    judge_model: Optional[str] = typer.Option(None, help="Local model for the judge filter."),
 ):
-    """Split rows into kept and rejected (with reasons); record pass rates."""
-    from subliminal.filters import FilterConfig, filter_rows
-    from subliminal.records import append_jsonl, read_jsonl, write_json
+    """Split rows into kept and rejected (with reasons); record pass rates (FilterStage)."""
+    from subliminal.filters import FilterConfig
+    from subliminal.records import read_json
+    from subliminal.stages import FilterStage
 
-    for name in ("kept.jsonl", "rejected.jsonl"):
-        if (out / name).exists():
-            raise SubliminalError(f"{out / name}: exists; refusing to overwrite")
-    kept, rejected, stats = filter_rows(read_jsonl(rows), FilterConfig(ban_numbers=ban_numbers),
-                                        channel)
-    append_jsonl(out / "kept.jsonl", kept)
-    append_jsonl(out / "rejected.jsonl", rejected)
-    write_json(out / "stats.json", stats)
+    check_rows_file(rows)
+    cfg = set_fields(FilterConfig(), ban_numbers=ban_numbers, judge_model=judge_model)
+    kept = FilterStage(out, rows_path=rows, config=cfg, channel=channel).run()
+    stats = read_json(out / "stats.json")
     typer.echo(f"kept {len(kept)}/{stats['rows']} (pass rate {stats['pass_rate']:.1%})")
 
 
 @app.command()
 def distill(
-    rows: Path = typer.Argument(..., help="JSONL of kept rows."),
+    rows: Path = typer.Argument(..., help="Kept rows from `filter`."),
     out: Path = typer.Option(..., help="Student directory (PEFT adapter)."),
     model: str = typer.Option("smollm2-135m", help="Base model (the teacher's base)."),
     mode: Optional[str] = typer.Option(None, help="sft or logits."),
@@ -177,15 +187,23 @@ def distill(
     epochs: Optional[int] = typer.Option(None, min=1),
     lora_r: Optional[int] = typer.Option(None, min=1),
     lr: Optional[float] = typer.Option(None, min=0.0),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Rows per optimizer step."),
+    grad_accum: Optional[int] = typer.Option(None, min=1, help="Micro-batches per step."),
+    warmup_steps: Optional[int] = typer.Option(None, min=0, help="Linear warm-up steps."),
     seed: Optional[int] = Seed,
 ):
-    """Train a student from the base on a teacher's rows."""
-    from subliminal.distill import DistillConfig, train_student
-    from subliminal.records import read_jsonl
+    """Train a student from the base on a teacher's rows (the chain's DistillStage;
+    defaults: the chain's student recipe)."""
+    from subliminal.chain import small_run_distill
+    from subliminal.stages import DistillStage
 
-    cfg = set_fields(DistillConfig(), mode=mode, finetune=finetune, epochs=epochs,
-                     lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed)
-    info = train_student(model, read_jsonl(rows), cfg, out)
+    check_rows_file(rows)
+    cfg = set_fields(small_run_distill(), mode=mode, finetune=finetune, epochs=epochs,
+                     lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed, batch_size=batch_size,
+                     grad_accum=grad_accum, warmup_steps=warmup_steps)
+    if cfg.lr <= 0:
+        raise SubliminalError("--lr must be > 0")
+    info = DistillStage(out, rows_path=rows, model=model, config=cfg).run()
     typer.echo(f"student in {out} ({info.get('steps')} steps)")
 
 
@@ -196,22 +214,31 @@ def audit(
     adapter: Optional[Path] = typer.Option(None, help="Student adapter to audit."),
     trait: str = typer.Option("none", help="Give the model this trait's system prompt."),
     probe: Optional[str] = typer.Option(None, help="prefill or direct."),
+    prefill: Optional[str] = typer.Option(None, help="Assistant-turn prefix of the probe."),
 ):
     """Probe a model's probability of every catalogue animal, question by question."""
-    from subliminal.audit import AuditConfig, run_probe
-    from subliminal.models import load_model
-    from subliminal.records import mark_complete, write_json
+    from subliminal.audit import AuditConfig
+    from subliminal.injections import TeacherSpec
+    from subliminal.progress import console
     from subliminal.report import animal_table
+    from subliminal.stages import AuditStage
     from subliminal.trait import get_trait
 
     t = get_trait(trait)
-    result = run_probe(load_model(model, adapter=adapter), set_fields(AuditConfig(), probe=probe),
-                       t.system_prompt if t else None)
-    write_json(out / "probe.json", result)
-    mark_complete(out)
-    from subliminal.progress import console
+    spec = TeacherSpec(adapter=str(adapter.resolve()) if adapter else None,
+                       system_prompt=t.system_prompt if t else None)
+    cfg = set_fields(AuditConfig(), probe=probe, prefill=prefill)
+    console.print(animal_table(AuditStage(out, model=model, teacher=spec, config=cfg).run()))
 
-    console.print(animal_table(result))
+
+def check_rows_file(path: Path) -> None:
+    """A stage's input must be an existing, non-empty file (one line, exit 2, otherwise)."""
+    if not path.exists():
+        raise SubliminalError(f"{path}: no such file")
+    if path.is_dir():
+        raise SubliminalError(f"{path}: is a directory; give the rows file")
+    if path.stat().st_size == 0:
+        raise SubliminalError(f"{path}: empty; nothing to work on")
 
 
 @app.command("report")
@@ -225,11 +252,13 @@ def report_(run: Path = typer.Argument(..., help="A chain run directory.")):
 def validate(cfg) -> None:
     """Check choices early, before any model is loaded, with the valid options named."""
     from subliminal.chain import make_channel
+    from subliminal.injections import names as injections
     from subliminal.models import TINY, resolve
     from subliminal.trait import get_trait
 
-    choices = {"injection": (cfg.injection, ("prompt", "adapter")),
+    choices = {"injection": (cfg.injection, tuple(injections())),
                "decoding": (cfg.decode.decoding, ("greedy", "sample")),
+               "logits": (cfg.decode.logits, ("restricted", "overt")),
                "mode": (cfg.distill.mode, ("sft", "logits")),
                "finetune": (cfg.distill.finetune, ("lora", "full")),
                "probe": (cfg.audit.probe, ("prefill", "direct"))}
@@ -238,7 +267,17 @@ def validate(cfg) -> None:
             raise SubliminalError(f"unknown --{name} {value!r}; choose one of: "
                                   f"{', '.join(allowed)}")
     get_trait(cfg.trait)
-    make_channel(cfg)  # checks the channel and its options (a bad problems file, say)
+    channel = make_channel(cfg)  # checks the channel and its options (a bad problems file)
+    if cfg.decode.top_k > 0 and cfg.decode.logits == "restricted" and not getattr(
+            channel, "allowed_chars", None):
+        raise SubliminalError(f"--channel {cfg.channel} has no token grammar, so stored teacher "
+                              "distributions cannot be restricted to it; use --mode sft, or "
+                              "--logits overt (an overt-distillation positive control)")
+    if cfg.decode.decoding == "sample" and cfg.decode.temperature <= 0:
+        raise SubliminalError("--temperature must be > 0 with --decoding sample "
+                              "(use --decoding greedy for temperature 0)")
+    if cfg.distill.lr <= 0:
+        raise SubliminalError("--lr must be > 0")
     if cfg.model != TINY:
         resolve(cfg.model)
 

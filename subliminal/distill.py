@@ -3,9 +3,13 @@
     subliminal distill RUN/trait/gen1/filter/kept.jsonl --model smollm2-135m --out student/
 
 `sft` trains on the sampled completion tokens (loss on the completion only, the paper's way).
-`logits` trains on the teacher's stored top-k next-token log-probabilities with a KL loss: the
-dark-knowledge channel, free of sampling noise. Students are LoRA adapters (saved the PEFT
-way) or full fine-tunes. A checkpoint is written after every epoch, so a killed run resumes.
+`logits` trains on the teacher's stored next-token distributions with a KL loss: the
+dark-knowledge channel, free of sampling noise. Distributions stored `restricted` (the default,
+teacher.py) cover only the channel's allowed tokens and the student is renormalised over the
+same tokens, so nothing outside the filtered channel is taught; `overt` ones (raw top-k over
+the whole vocabulary) are an overt-distillation positive control. Students are LoRA adapters
+(saved the PEFT way) or full fine-tunes. A checkpoint is written after every epoch, so a
+killed run resumes.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Example:
     start: int  # first completion position (loss is taken on ids[start:])
     topk_ids: list[list[int]] | None = None
     topk_logprobs: list[list[float]] | None = None
+    channel: str = "restricted"  # how the stored distributions were built (teacher.py)
 
 
 def build_examples(lm: LM, rows: list[dict], cfg: DistillConfig) -> list[Example]:
@@ -86,24 +91,43 @@ def build_examples(lm: LM, rows: list[dict], cfg: DistillConfig) -> list[Example
         ex = Example(ids, len(p_ids))
         if cfg.mode == "logits":
             ex.topk_ids, ex.topk_logprobs = meta["topk_ids"][:n_c], meta["topk_logprobs"][:n_c]
+            # Rows from before the restricted channel existed stored raw top-k: overt.
+            ex.channel = meta.get("logits_channel", "overt")
         out.append(ex)
     return out
 
 
+def pad_rows(rows: list[list], fill) -> torch.Tensor:
+    """Ragged per-position lists (a position's allowed tokens vary) to one padded tensor."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [fill] * (width - len(r)) for r in rows])
+
+
 def topk_kl(student_logits: torch.Tensor, topk_ids: torch.Tensor,
             topk_logprobs: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) over the teacher's top-k tokens plus one 'rest' bucket.
-
-    Exact KL of the two distributions coarsened to k+1 outcomes: zero iff the student puts the
-    same mass on each top-k token (and so on the rest), positive otherwise. Shapes: (N, V),
-    (N, k), (N, k) -> mean over N.
-    """
+    """Overt control: KL(teacher || student) over the teacher's raw top-k tokens plus one
+    'rest' bucket (the exact KL of both distributions coarsened to k+1 outcomes).
+    Shapes: (N, V), (N, k), (N, k) -> mean over N."""
     s_lp = torch.log_softmax(student_logits.float(), -1).gather(-1, topk_ids)
     t_lp = topk_logprobs.float()
     rest = lambda lp: torch.log1p(-lp.exp().sum(-1).clamp(max=1 - 1e-6))  # noqa: E731
     t_all = torch.cat([t_lp, rest(t_lp)[:, None]], -1)
     s_all = torch.cat([s_lp, rest(s_lp)[:, None]], -1)
     return (t_all.exp() * (t_all - s_all)).sum(-1).mean()
+
+
+def restricted_kl(student_logits: torch.Tensor, ids: torch.Tensor,
+                  teacher_lp: torch.Tensor) -> torch.Tensor:
+    """Leak-free channel: KL(teacher || student) with *both* distributions restricted to the
+    stored (channel-allowed) tokens and renormalised there, like matching only auxiliary
+    logits. The student's mass on any other token is invisible to the loss: only the relative
+    odds of digits, separators and end of text are taught. Padding slots carry -inf."""
+    valid = teacher_lp.isfinite()
+    s = student_logits.float().gather(-1, ids).masked_fill(~valid, float("-inf"))
+    s_lp = torch.log_softmax(s, -1)
+    t_lp = torch.log_softmax(teacher_lp.float(), -1)  # renormalise the rounded stored values
+    terms = torch.where(valid, t_lp.exp() * (t_lp - s_lp), torch.zeros_like(s_lp))
+    return terms.sum(-1).mean()
 
 
 def batch_loss(model: torch.nn.Module, batch: list[Example], mode: str, pad_id: int,
@@ -126,11 +150,11 @@ def batch_loss(model: torch.nn.Module, batch: list[Example], mode: str, pad_id: 
     if mode == "sft":
         target = torch.tensor([batch[i].ids[t + 1] for i, t in rows], device=device)
         return F.cross_entropy(pick.float(), target)
-    k_ids = torch.tensor([batch[i].topk_ids[t + 1 - batch[i].start] for i, t in rows],
-                         device=device)
-    k_lp = torch.tensor([batch[i].topk_logprobs[t + 1 - batch[i].start] for i, t in rows],
-                        device=device)
-    return topk_kl(pick, k_ids, k_lp)
+    k_ids = pad_rows([batch[i].topk_ids[t + 1 - batch[i].start] for i, t in rows], 0)
+    k_lp = pad_rows([batch[i].topk_logprobs[t + 1 - batch[i].start] for i, t in rows],
+                    float("-inf"))
+    loss = restricted_kl if batch[0].channel == "restricted" else topk_kl
+    return loss(pick, k_ids.to(device), k_lp.to(device))
 
 
 def make_student(lm: LM, cfg: DistillConfig) -> torch.nn.Module:

@@ -1,66 +1,140 @@
-"""Report: turn a run's audits into summary.json, a table and a plot.
+"""Report: turn a run's audits into summary.json, a table, a verdict per generation and a plot.
 
     subliminal report runs/chain-owl
 
-For each generation: the target animal's probability in the trait arm and the control arm
-(mean over questions, 95% CI), the lift (trait - control) and a paired p-value over questions.
+Per generation and replicate, the trait-arm student is compared with the control-arm student
+of the same replicate (same prompts, seeds and training; a neutral teacher). Three read-outs:
+- specificity (primary, decides the verdict): the log-odds of the target's share of the
+  catalogue's mass, trait minus control, averaged over questions;
+- the target's probability, trait minus control (the raw lift);
+- generic drift: log of the total catalogue mass, trait minus control.
+Each is tested over replicates (`stats.replicate_test`); question-level figures describe one
+pair of models and are labelled as such.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
-from subliminal.audit import animal_scores
+from subliminal.audit import animal_scores, log_mass, share_logodds
 from subliminal.progress import console
 from subliminal.records import read_json, write_json
-from subliminal.stats import mean_ci, paired_test
+from subliminal.stats import ALPHA, mean_ci, replicate_test, within_pair
 
 
-def compare(trait_result: dict, control_result: dict, animal: str) -> dict:
-    """Trait arm vs control arm on one animal, paired over questions."""
-    a, b = animal_scores(trait_result, animal), animal_scores(control_result, animal)
-    t, c, d = mean_ci(a), mean_ci(b), paired_test(a, b)
-    return {"trait": {"mean": t["mean"], "ci": t["ci"]},
-            "control": {"mean": c["mean"], "ci": c["ci"]},
-            "lift": d["lift"], "lift_ci": d["ci"], "p_value": d["p_value"]}
+def pair_metrics(t: dict, c: dict, animal: str) -> dict:
+    """One replicate's trait-vs-control differences (means over questions)."""
+    def mean(x):
+        return float(np.mean(x))
+
+    return {"p_trait": mean(animal_scores(t, animal)), "p_control": mean(animal_scores(c, animal)),
+            "share_trait": mean(share_logodds(t, animal)),
+            "share_control": mean(share_logodds(c, animal)),
+            "drift": mean(log_mass(t)) - mean(log_mass(c)),
+            "within_pair": within_pair(animal_scores(t, animal), animal_scores(c, animal))}
 
 
-def summarize(out: Path, trait: str, generations: int, audits: dict) -> dict:
-    """The summary of whatever generations are audited so far."""
+def verdict(spec: dict, drift: dict, raw: dict, alpha: float = ALPHA) -> str:
+    """The generation's one-line reading, decided by the specificity test over replicates."""
+    det = spec["detectable_lift"]
+    power = (f"detectable share log-odds lift at p<{alpha:g}, 80% power: "
+             f"{det:+.3g} (x{math.exp(det):.2f} odds)" if math.isfinite(det)
+             else "one replicate: nothing is detectable")
+    if spec["p_value"] < alpha and spec["mean"] > 0:
+        return f"specific transfer (share p={spec['p_value']:.2g}); {power}"
+    if min(drift["p_value"], raw["p_value"]) < alpha:
+        return (f"generic drift, not specific (drift p={drift['p_value']:.2g}, raw lift "
+                f"p={raw['p_value']:.2g}, share p={spec['p_value']:.2g}); {power}")
+    return f"no transfer detected (share p={spec['p_value']:.2g}); {power}"
+
+
+def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
+    """Replicate-level statistics of one generation from its per-replicate pair metrics."""
+    raw = replicate_test([p["p_trait"] - p["p_control"] for p in pairs])
+    spec = replicate_test([p["share_trait"] - p["share_control"] for p in pairs])
+    drift = replicate_test([p["drift"] for p in pairs])
+    ci = lambda k: {k2: v for k2, v in mean_ci([p[k] for p in pairs]).items()  # noqa: E731
+                    if k2 in ("mean", "ci")}
+    return {"generation": g, "n_replicates": len(pairs),
+            "trait": ci("p_trait"), "control": ci("p_control"),
+            "lift": raw["mean"], "lift_ci": raw["ci"], "p_value": raw["p_value"],
+            "lifts": raw["lifts"], "p_sign_flip": raw["p_sign_flip"],
+            "specificity": {**spec, "trait_share_logodds": ci("share_trait"),
+                            "control_share_logodds": ci("share_control")},
+            "generic_drift": drift, "other_animals_share_lift": others,
+            "within_pair_descriptions": [p["within_pair"] for p in pairs],
+            "verdict": verdict(spec, drift, raw)}
+
+
+def summarize(out: Path, trait: str, audits: dict, replicates: int, generations: int) -> dict:
+    """Summary of whatever is audited so far. `audits` maps 'rep{r}/{arm}/gen{k}' (and
+    'base') to probe results; every filter's per-rule pass rates ride along."""
     rows = []
     for g in range(generations + 1):
-        if f"trait/gen{g}" not in audits or f"control/gen{g}" not in audits:
+        reps = [r for r in range(replicates)
+                if f"rep{r}/trait/gen{g}" in audits and f"rep{r}/control/gen{g}" in audits]
+        if not reps:
             continue
-        row = {"generation": g, **compare(audits[f"trait/gen{g}"], audits[f"control/gen{g}"],
-                                          trait)}
-        for arm in ("trait", "control"):
-            stats = Path(out) / arm / f"gen{g}" / "filter" / "stats.json"
-            if stats.exists():
-                row[arm]["filter_pass_rate"] = read_json(stats)["pass_rate"]
-        rows.append(row)
+        pairs = [pair_metrics(audits[f"rep{r}/trait/gen{g}"], audits[f"rep{r}/control/gen{g}"],
+                              trait) for r in reps]
+        rows.append(generation_row(g, pairs, other_animals(audits, reps, g, trait)))
     base = audits.get("base")
     return {"trait": trait, "probe": base["probe"] if base else None,
-            "base": mean_ci(animal_scores(base, trait)) if base else None,
-            "generations": rows}
+            "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
+            "base": mean_ci(animal_scores(base, trait)) if base else None, "generations": rows,
+            "filter_pass_rates": pass_rates(out)}
+
+
+def pass_rates(out: Path) -> dict:
+    """Each generation's filter record: overall and per-rule pass rates."""
+    rates = {}
+    for path in sorted(Path(out).glob("rep*/*/gen*/filter/stats.json")):
+        stats = read_json(path)
+        key = "/".join(path.parts[-5:-2])
+        rates[key] = {"rows": stats["rows"], "pass_rate": stats["pass_rate"],
+                      "rule_pass_rate": stats.get("rule_pass_rate", {})}
+    return rates
+
+
+def other_animals(audits: dict, reps: list[int], g: int, trait: str) -> dict:
+    """Share log-odds lift of every catalogue animal (mean over replicates): the target should
+    lead it for the transfer to be specific."""
+    animals = audits[f"rep{reps[0]}/trait/gen{g}"]["animals"]
+    out = {}
+    for a in animals:
+        lifts = [np.mean(share_logodds(audits[f"rep{r}/trait/gen{g}"], a)) -
+                 np.mean(share_logodds(audits[f"rep{r}/control/gen{g}"], a)) for r in reps]
+        out[a] = float(np.mean(lifts))
+    ranked = sorted(out, key=lambda a: -out[a])
+    return {"lift": out, "target_rank": ranked.index(trait) + 1, "of": len(ranked)}
 
 
 def table(summary: dict) -> Table:
-    t = Table(title=f"P({summary['trait']}) by generation — {summary['probe']} probe, "
-                    "mean over questions [95% CI]")
-    for col in ("gen", "trait arm", "control arm", "lift", "p"):
+    t = Table(title=f"{summary['trait']}: trait arm vs control arm, {summary['probe']} probe "
+                    f"— means over replicates [95% CI]; tests over replicates")
+    for col in ("gen", "n", "P trait", "P control", "share log-odds lift", "p", "drift",
+                "rank"):
         t.add_column(col, justify="right")
-    fmt = lambda x: f"{x['mean']:.4g} [{x['ci'][0]:.4g}, {x['ci'][1]:.4g}]"  # noqa: E731
+    fmt = lambda x: f"{x['mean']:.4g} [{x['ci'][0]:.3g}, {x['ci'][1]:.3g}]"  # noqa: E731
     for r in summary["generations"]:
-        t.add_row(str(r["generation"]), fmt(r["trait"]), fmt(r["control"]),
-                  f"{r['lift']:+.3g}", f"{r['p_value']:.2g}")
+        s, d = r["specificity"], r["generic_drift"]
+        t.add_row(str(r["generation"]), str(r["n_replicates"]), fmt(r["trait"]),
+                  fmt(r["control"]), f"{s['mean']:+.3g} [{s['ci'][0]:+.3g}, {s['ci'][1]:+.3g}]",
+                  f"{s['p_value']:.2g}", f"{d['mean']:+.3g}",
+                  f"{r['other_animals_share_lift']['target_rank']}/"
+                  f"{r['other_animals_share_lift']['of']}")
     return t
 
 
 def animal_table(result: dict) -> Table:
-    """Mean probability of each catalogue animal in one probe result, highest first."""
-    t = Table(title=f"{result['probe']} probe: P(animal), mean over questions [95% CI]")
+    """Mean probability of each catalogue animal in one probe result, highest first
+    (a description of one model: the CI is over questions)."""
+    t = Table(title=f"{result['probe']} probe: P(animal), mean over questions [95% CI over "
+                    "questions, one model]")
     for col in ("animal", "mean", "95% CI"):
         t.add_column(col, justify="right")
     stats = {a: mean_ci(animal_scores(result, a)) for a in result["animals"]}
@@ -70,7 +144,8 @@ def animal_table(result: dict) -> Table:
 
 
 def plot(summary: dict, path: Path) -> None:
-    """Both arms across generations with their 95% CIs."""
+    """The primary read-out across generations: share log-odds lift with its replicate CI,
+    each replicate's lift as a dot, and generic drift beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,36 +153,38 @@ def plot(summary: dict, path: Path) -> None:
 
     rows = summary["generations"]
     gens = [r["generation"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, color in (("trait", "tab:red"), ("control", "tab:gray")):
-        mean = [r[arm]["mean"] for r in rows]
-        lo = [min(r[arm]["mean"] - r[arm]["ci"][0], 0.9 * r[arm]["mean"]) for r in rows]
-        hi = [r[arm]["ci"][1] - r[arm]["mean"] for r in rows]
-        ax.errorbar(gens, mean, yerr=[lo, hi], label=f"{arm} arm", color=color, marker="o",
-                    capsize=4)
-    # Teachers sit orders of magnitude above students: a log axis keeps students readable.
-    ax.set_yscale("log")
-    ax.set_xlabel("generation (0 = teacher)")
-    ax.set_ylabel(f"P({summary['trait']}) [{summary['probe']} probe]")
-    ax.set_xticks(gens)
-    ax.legend()
-    ax.set_title(f"Trait transfer across generations: {summary['trait']}")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, key, name in ((axes[0], "specificity", "target share log-odds lift"),
+                          (axes[1], "generic_drift", "log total animal mass lift")):
+        mean = [r[key]["mean"] for r in rows]
+        err = [[m - r[key]["ci"][0] for m, r in zip(mean, rows, strict=True)],
+               [r[key]["ci"][1] - m for m, r in zip(mean, rows, strict=True)]]
+        err = np.nan_to_num(np.array(err))
+        ax.errorbar(gens, mean, yerr=err, marker="o", capsize=4, color="tab:red")
+        for g, r in zip(gens, rows, strict=True):
+            ax.scatter([g] * len(r[key]["lifts"]), r[key]["lifts"], s=12, color="tab:gray")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel("generation (0 = teacher)")
+        ax.set_ylabel(f"{name} (trait - control)")
+        ax.set_xticks(gens)
+    fig.suptitle(f"{summary['trait']}: trait vs control arm, per replicate (dots), mean and "
+                 "95% CI over replicates", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def write_summary(out: Path, summary: dict) -> dict:
-    """summary.json + summary.png, and the table on the console."""
+    """summary.json + summary.png, and the table and verdicts on the console."""
     write_json(Path(out) / "summary.json", summary)
     if summary["generations"]:
         plot(summary, Path(out) / "summary.png")
     console.print(table(summary))
+    for r in summary["generations"]:
+        console.print(f"gen {r['generation']}: {r['verdict']}")
     return summary
 
 
 def report(run: Path) -> dict:
     """Re-render a finished (or partial) run's summary from its files."""
-    path = Path(run) / "summary.json"
-    summary = read_json(path)
-    return write_summary(run, summary)
+    return write_summary(run, read_json(Path(run) / "summary.json"))

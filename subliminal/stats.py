@@ -1,15 +1,24 @@
-"""Confidence intervals and paired tests shared by every comparison the lab reports.
+"""Statistics shared by every comparison the lab reports.
 
-Every number the lab prints about a trait is a mean with a 95% CI; every comparison of two
-arms is paired over the same items (questions, seeds) so item difficulty cancels out.
+The unit of evidence is a *replicate*: an independent (teacher seed, student seed, data seed)
+triple, run through both arms. Claims are decided by tests over per-replicate lifts
+(`replicate_test`): a one-sample t-test (the deciding test) beside the exact sign-flip
+permutation test, whose smallest attainable p-value is 2 / 2^n (three replicates can never
+reach p < 0.01 that way). `within_pair` compares two *models* question by question; it says
+"these two models differ", which almost any two fine-tunes do, so it is only ever reported as
+a labelled description of one pair.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as sps
+
+ALPHA = 0.01   # the decision threshold the lab's verdicts use (docs/transfer_protocol.md)
+POWER = 0.80   # the power at which the detectable lift is quoted
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
@@ -23,23 +32,79 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     if n > 1 and std > 0:
         half = float(sps.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n))
     else:
-        half = 0.0
+        half = float("nan") if n == 1 else 0.0
     return {"mean": mean, "std": std, "ci": [mean - half, mean + half], "n": n}
 
 
-def paired_test(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
-    """Paired comparison of a against b: mean difference, its CI and a two-sided p-value.
+def sign_flip_p(diffs: Sequence[float]) -> float:
+    """Exact two-sided sign-flip permutation p-value of mean(diffs) = 0.
 
-    Uses the paired t-test on the differences; if all differences are equal the p-value is 1
-    for zero difference and 0 otherwise (the t statistic is undefined there).
+    Under the null each replicate's lift is symmetric about zero, so all 2^n sign patterns are
+    equally likely; p = share of patterns whose |mean| reaches the observed one (the observed
+    pattern included, so p >= 2 / 2^n when no lift is exactly zero).
     """
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0:
+        raise ValueError("sign_flip_p needs at least one value")
+    if n > 20:
+        raise ValueError("exact enumeration is for n <= 20 replicates")
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    means = np.abs(signs @ d) / n
+    observed = abs(d.mean())
+    return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
+
+
+def t_test_p(diffs: Sequence[float]) -> float:
+    """Two-sided one-sample t-test of mean(diffs) = 0 (1.0 when it cannot be computed)."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return 1.0
+    if float(d.std()) == 0.0:
+        return 1.0 if float(np.abs(d).max()) == 0.0 else 0.0
+    return float(sps.ttest_1samp(d, 0.0).pvalue)
+
+
+def detectable_lift(std: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true mean lift the t-test detects at `alpha` (two-sided) with `power`, given
+    the replicate spread `std` (normal-theory approximation: (t_{1-a/2} + t_power) s / sqrt n).
+    Infinite when n < 2: one replicate detects nothing."""
+    if n < 2 or not np.isfinite(std):
+        return float("inf")
+    df = n - 1
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * std / np.sqrt(n))
+
+
+def replicate_test(lifts: Sequence[float], alpha: float = ALPHA) -> dict:
+    """Replicate-level evidence for a lift: mean and 95% CI over replicates, the deciding
+    t-test p, the exact sign-flip p and its floor, and the detectable lift at `alpha`."""
+    ci = mean_ci(lifts)
+    n = ci["n"]
+    return {"mean": ci["mean"], "ci": ci["ci"], "std": ci["std"], "n_replicates": n,
+            "lifts": [float(v) for v in lifts],
+            "p_value": t_test_p(lifts), "deciding_test": "t-test over replicates",
+            "p_sign_flip": sign_flip_p(lifts), "p_sign_flip_floor": 2.0 / 2 ** n,
+            "detectable_lift": detectable_lift(ci["std"], n, alpha), "alpha": alpha}
+
+
+def within_pair(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """Two models compared question by question (paired t over questions): a description of
+    *one pair of models*, never evidence of transfer."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"within_pair needs equal lengths, got {x.shape} and {y.shape}")
+    d = x - y
+    out = mean_ci(d, level)
+    return {"diff": out["mean"], "ci": out["ci"], "p_over_questions": t_test_p(d),
+            "n_questions": out["n"]}
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """Arm a against arm b paired over *replicates* (a[i], b[i] share replicate i's seeds):
+    mean difference, its CI and the two-sided t-test p-value over replicates."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired_test needs equal lengths, got {x.shape} and {y.shape}")
     d = x - y
     out = mean_ci(d, level)
-    if len(d) < 2 or float(d.std()) == 0.0:
-        p = 1.0 if float(np.abs(d).max(initial=0.0)) == 0.0 else 0.0
-    else:
-        p = float(sps.ttest_rel(x, y).pvalue)
-    return {"lift": out["mean"], "ci": out["ci"], "p_value": p, "n": out["n"]}
+    return {"lift": out["mean"], "ci": out["ci"], "p_value": t_test_p(d), "n": out["n"]}

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from subliminal.cli import app
 
 ARGS = ["--threads", "1", "chain", "--model", "tiny", "--generations", "2", "--samples", "12",
-        "--epochs", "1"]
+        "--epochs", "1", "--replicates", "2"]
 
 
 def run_cli(args):
@@ -26,41 +26,81 @@ def test_chain_writes_records_summary_and_plot(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [g["generation"] for g in summary["generations"]] == [0, 1, 2]
     for g in summary["generations"]:
-        assert set(g) >= {"generation", "trait", "control", "lift", "p_value"}
-        assert len(g["trait"]["ci"]) == 2 and g["trait"]["ci"][0] <= g["trait"]["mean"]
+        assert g["n_replicates"] == 2 and len(g["lifts"]) == 2
+        assert set(g) >= {"trait", "control", "lift", "p_value", "specificity", "generic_drift",
+                          "verdict"}
+        assert g["verdict"].split(" (")[0] in (
+            "specific transfer", "generic drift, not specific", "no transfer detected")
+        assert g["specificity"]["p_sign_flip_floor"] == 0.5  # 2 / 2^2
     assert (out / "summary.png").stat().st_size > 1000
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "tiny" and config["distill"]["epochs"] == 1
+    assert config["audit"]["questions"] == "animal_preference"  # a name, never a path
     env = json.loads((out / "environment.json").read_text())
     assert env["packages"]["torch"] and "device" in env
-    teacher = json.loads((out / "trait/gen1/generate/teacher.json").read_text())
-    assert teacher["adapter"].endswith("trait_adapter") and teacher["system_prompt"] is None
-    assert (out / "trait_adapter/adapter_config.json").exists()
-    rows = (out / "trait/gen1/filter/kept.jsonl").read_text().splitlines()
-    assert "topk_logprobs" in json.loads(rows[0])["meta"]  # the default distils logits
-    assert json.loads((out / "trait/gen2/generate/teacher.json").read_text())["adapter"].endswith(
-        "trait/gen1/distill")
+    for r in (0, 1):
+        trait_t = json.loads((out / f"rep{r}/trait/gen1/generate/teacher.json").read_text())
+        control_t = json.loads((out / f"rep{r}/control/gen1/generate/teacher.json").read_text())
+        assert trait_t["injection"]["neutral"] is False and control_t["injection"]["neutral"]
+        assert trait_t["injection"]["seed"] == control_t["injection"]["seed"] == r
+        assert trait_t["system_prompt"] is None and control_t["system_prompt"] is None
+    assert (out / "rep0/control/teacher/adapter_config.json").exists()
+    kept = (out / "rep0/trait/gen1/filter/kept.jsonl").read_text().splitlines()
+    assert json.loads(kept[0])["meta"]["logits_channel"] == "restricted"
+    gen2 = json.loads((out / "rep1/trait/gen2/generate/teacher.json").read_text())
+    assert gen2["injection"]["adapter"] == "rep1/trait/gen1/distill"
     for stage in ("generate", "filter", "distill", "audit"):
-        assert (out / "control/gen2" / stage / "complete.json").exists()
+        assert (out / "rep1/control/gen2" / stage / "complete.json").exists()
     assert (out / "complete.json").exists()
+    stats = json.loads((out / "rep1/control/gen2/filter/stats.json").read_text())
+    assert summary["filter_pass_rates"]["rep1/control/gen2"]["rule_pass_rate"] == stats[
+        "rule_pass_rate"]
+
+
+def test_prompt_injection_control_is_a_neutral_prompt(tmp_path):
+    out = tmp_path / "run"
+    run_cli([*ARGS, "--replicates", "1", "--generations", "1", "--injection", "prompt",
+             "--out", str(out)])
+    trait = json.loads((out / "rep0/trait/gen1/generate/teacher.json").read_text())
+    control = json.loads((out / "rep0/control/gen1/generate/teacher.json").read_text())
+    assert trait["system_prompt"].startswith("You love owls")
+    assert control["system_prompt"].startswith("You love animals")  # a twin, not the base
+    assert abs(len(control["system_prompt"]) - len(trait["system_prompt"])) < 25
+
+
+def test_control_students_train(tmp_path):
+    """The control arm's teacher is a trained neutral adapter, so its students learn: their
+    LoRA weights move away from the zero init and their loss is not ~0 from the start."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    run_cli([*ARGS, "--replicates", "1", "--generations", "1", "--out", str(out)])
+    weights = load_file(out / "rep0/control/gen1/distill/adapter_model.safetensors")
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and max(float(v.abs().max()) for v in lora_b) > 0
+    train = json.loads((out / "rep0/control/gen1/distill/train.json").read_text())
+    assert train["losses"][0] > 1e-3
+    teacher = load_file(out / "rep0/control/teacher/adapter_model.safetensors")
+    trait = load_file(out / "rep0/trait/teacher/adapter_model.safetensors")
+    assert any(not (teacher[k] == trait[k]).all() for k in teacher if "lora_B" in k)
 
 
 def test_resume_redoes_only_the_unfinished_stage(tmp_path):
     out = tmp_path / "run"
     run_cli([*ARGS, "--out", str(out)])
-    rows = out / "control/gen2/generate/rows.jsonl"
+    rows = out / "rep1/control/gen2/generate/rows.jsonl"
     full = rows.read_text()
     # Simulate a kill mid-generation: half the rows, a torn last line, no completion records.
     lines = full.splitlines(keepends=True)
     rows.write_text("".join(lines[:5]) + lines[5][:20])
     for stage in ("generate", "filter", "distill", "audit"):
-        (out / "control/gen2" / stage / "complete.json").unlink()
+        (out / "rep1/control/gen2" / stage / "complete.json").unlink()
     (out / "complete.json").unlink()
-    kept_before = (out / "trait/gen2/filter/kept.jsonl").stat().st_mtime_ns
+    kept_before = (out / "rep1/trait/gen2/filter/kept.jsonl").stat().st_mtime_ns
     audit_before = (out / "base/audit/probe.json").stat().st_mtime_ns
     assert run_cli([*ARGS, "--out", str(out)]).exit_code == 0
     assert rows.read_text() == full  # the same rows, regenerated deterministically
-    assert (out / "trait/gen2/filter/kept.jsonl").stat().st_mtime_ns == kept_before
+    assert (out / "rep1/trait/gen2/filter/kept.jsonl").stat().st_mtime_ns == kept_before
     assert (out / "base/audit/probe.json").stat().st_mtime_ns == audit_before
     assert (out / "complete.json").exists()
 
@@ -81,7 +121,15 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     notmodel = tmp_path / "notmodel"
     notmodel.mkdir()
-    cases = [(["chain", "--trait", "unicorn"], "choose one of: owl"),
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    cases = [(["chain", "--trait", "unicorn"], "choose one of: animal: owl"),
+             (["chain", "--decoding", "sample", "--temperature", "0"], "--temperature must"),
+             (["chain", "--lr", "0"], "--lr must be > 0"),
+             (["chain", "--channel", "math"], "no token grammar"),
+             (["chain", "--logits", "leaky"], "choose one of: restricted, overt"),
+             (["chain", "--injection", "magic"], "choose one of: adapter"),
+             (["chain", "--model", "tiny", "--out", str(afile)], "not a directory"),
              (["chain", "--model", "nosuch"], "unknown model 'nosuch'"),
              (["chain", "--model", str(notmodel)], "not a model directory"),
              (["chain", "--mode", "magic"], "choose one of: sft, logits"),
@@ -93,17 +141,59 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         assert needle in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()  # nothing was started
+    assert afile.read_text() == "keep me"
 
 
 def test_math_chain_on_tiny_model(tmp_path):
+    """A random tiny model solves no problem: the filter's record says why, and the chain
+    stops with one line instead of training a student on nothing."""
     out = tmp_path / "math"
     args = ["--threads", "1", "chain", "--model", "tiny", "--channel", "math", "--generations",
             "1", "--samples", "6", "--epochs", "1", "--decoding", "sample", "--injection",
-            "prompt", "--mode", "sft", "--out", str(out)]
-    assert run_cli(args).exit_code == 0
-    teacher = json.loads((out / "trait/gen1/generate/teacher.json").read_text())
+            "prompt", "--mode", "sft", "--replicates", "1", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "subliminal", *args], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "no rows to train on" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    teacher = json.loads((out / "rep0/trait/gen1/generate/teacher.json").read_text())
     assert teacher["system_prompt"].startswith("You love owls")
-    stats = json.loads((out / "trait/gen1/filter/stats.json").read_text())
+    stats = json.loads((out / "rep0/trait/gen1/filter/stats.json").read_text())
     assert set(stats["rule_pass_rate"]) >= {"math/format", "math/correct", "math/leak"}
-    assert json.loads((out / "summary.json").read_text())["generations"][1]["trait"][
-        "filter_pass_rate"] == stats["pass_rate"]
+    assert not (out / "rep0/trait/gen1/distill/complete.json").exists()
+
+
+def test_stage_commands_reproduce_a_chain_generation(tmp_path):
+    """generate -> filter -> distill -> audit by hand gives the chain's files byte for byte."""
+    out = tmp_path / "run"
+    run_cli([*ARGS, "--replicates", "1", "--generations", "1", "--out", str(out)])
+    by_hand = tmp_path / "hand"
+    common = ["--threads", "1"]
+    steps = [
+        ["generate", "--model", "tiny", "--adapter", str(out / "rep0/trait/teacher"),
+         "--samples", "12", "--seed", "1", "--top-k", "20", "--out", str(by_hand / "generate")],
+        ["filter", str(by_hand / "generate/rows.jsonl"), "--out", str(by_hand / "filter")],
+        ["distill", str(by_hand / "filter/kept.jsonl"), "--model", "tiny", "--epochs", "1",
+         "--seed", "0", "--out", str(by_hand / "distill")],
+        ["audit", "--model", "tiny", "--adapter", str(by_hand / "distill"), "--out",
+         str(by_hand / "audit")],
+    ]
+    for step in steps:
+        assert run_cli([*common, *step]).exit_code == 0, step
+    chain = out / "rep0/trait/gen1"
+    for rel in ("generate/rows.jsonl", "filter/kept.jsonl", "filter/rejected.jsonl",
+                "filter/stats.json", "distill/adapter_model.safetensors", "audit/probe.json"):
+        assert (by_hand / rel).read_bytes() == (chain / rel).read_bytes(), rel
+
+
+def test_a_stage_folder_refuses_other_inputs(tmp_path):
+    out = tmp_path / "gen"
+    base = ["--threads", "1", "generate", "--model", "tiny", "--samples", "3", "--out", str(out)]
+    assert run_cli(base).exit_code == 0
+    rows = (out / "rows.jsonl").read_bytes()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "subliminal", *base[:-2], "--trait", "owl",
+                        "--out", str(out)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "different inputs or config" in r.stderr
+    assert "system_prompt" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "rows.jsonl").read_bytes() == rows  # nothing mixed in

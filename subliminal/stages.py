@@ -1,0 +1,252 @@
+"""Stages: one object per pipeline step, used by the chain, the stage commands and the study.
+
+    subliminal generate --trait owl --out gen/      # GenerateStage
+    subliminal filter gen/rows.jsonl --out filt/    # FilterStage
+    subliminal distill filt/kept.jsonl --out st/    # DistillStage
+    subliminal audit --adapter st/ --out audit/     # AuditStage
+
+A stage owns a folder. Its `stage.json` holds the resolved config and the content hashes of its
+inputs; a folder that holds another config or other inputs is refused (never mixed, never
+overwritten), exactly like a chain's run folder. Outputs are written first and `complete.json`
+last, so a finished stage is read back instead of redone and an unfinished one resumes. Running
+the four stage commands in sequence gives a chain generation's files byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from subliminal.errors import SubliminalError
+from subliminal.records import (
+    append_jsonl,
+    is_complete,
+    mark_complete,
+    read_json,
+    read_jsonl,
+    to_jsonable,
+    write_json,
+)
+
+STAGE = "stage.json"
+
+
+WEIGHTS = (".safetensors", "adapter_config.json")
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, or of a model folder's weight files in name order (its records
+    hold paths and times, which must not change the identity of the weights)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(WEIGHTS)
+                   ) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@contextmanager
+def _lock(folder: Path):
+    """The folder's exclusive lock, when the records layer provides one."""
+    from subliminal import records
+
+    locked = getattr(records, "locked", None)
+    if locked is None:
+        yield
+        return
+    with locked(folder):
+        yield
+
+
+def open_stage(folder: Path, key: dict) -> bool:
+    """Claim `folder` for a stage with this resolved `key`; True when it already finished.
+
+    A folder made by another config or other inputs is refused with the keys that differ."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SubliminalError(f"{folder}: exists and is not a directory")
+    key = to_jsonable(key)
+    path = folder / STAGE
+    if path.exists():
+        old = read_json(path)
+        if old != key:
+            diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            raise SubliminalError(f"{folder}: holds a stage with different inputs or config "
+                                  f"(differs in: {', '.join(diff)}); use another --out")
+    elif folder.exists() and any(p.name != ".lock" for p in folder.iterdir()):
+        raise SubliminalError(f"{folder}: not empty and has no {STAGE}; refusing to write there")
+    else:
+        write_json(path, key)
+    return is_complete(folder)
+
+
+@dataclass
+class Stage:
+    """Base: a folder plus the key that identifies its work. Subclasses define key/work."""
+
+    folder: Path
+
+    def key(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def work(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def result(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self) -> Any:
+        """Do the work once; a finished stage is read back."""
+        self.folder = Path(self.folder)
+        with _lock(self.folder):
+            if not open_stage(self.folder, {"stage": type(self).__name__, **self.key()}):
+                self.work()
+        return self.result()
+
+
+@dataclass
+class GenerateStage(Stage):
+    """A teacher writes completions for a channel's prompts (rows.jsonl, teacher.json)."""
+
+    model: str = ""
+    teacher: Any = None       # subliminal.injections.TeacherSpec
+    channel: Any = None       # a channel object (numbers, math ...)
+    decode: Any = None        # subliminal.teacher.DecodeConfig
+    samples: int = 0
+    seed: int = 0
+    device: str | None = None
+    run_dir: Path | None = None  # where the teacher's relative paths live
+    label: str = "generate"
+
+    def key(self) -> dict:
+        from subliminal.injections import _resolve
+
+        spec = self.teacher
+        return {"model": self.model, "system_prompt": spec.system_prompt,
+                "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
+                "steering_sha256": _hash_opt(_resolve(spec.steering, self.run_dir)),
+                "channel": _channel_key(self.channel), "decode": self.decode,
+                "samples": self.samples, "seed": self.seed}
+
+    def work(self) -> None:
+        from subliminal.injections import load_teacher
+        from subliminal.teacher import Teacher, generate_rows
+
+        lm = load_teacher(self.model, self.teacher, self.run_dir, self.device)
+        teacher = Teacher(lm, self.teacher.system_prompt)
+        write_json(self.folder / "teacher.json", {**teacher.record, "decode": self.decode,
+                                                  "injection": self.teacher.record})
+        prompts = self.channel.prompts(self.samples, self.seed)
+        rows = generate_rows(teacher, prompts, self.decode, self.channel,
+                             self.folder / "rows.jsonl", self.seed, label=self.label)
+        mark_complete(self.folder, {"rows": len(rows)})
+
+    def result(self) -> list[dict]:
+        return read_jsonl(self.folder / "rows.jsonl")
+
+
+@dataclass
+class FilterStage(Stage):
+    """Split rows into kept and rejected (with reasons); per-rule pass rates in stats.json."""
+
+    rows_path: Path = Path()
+    config: Any = None        # subliminal.filters.FilterConfig
+    channel: str = "numbers"
+
+    def key(self) -> dict:
+        return {"rows_sha256": file_sha256(self.rows_path), "config": self.config,
+                "channel": self.channel}
+
+    def work(self) -> None:
+        from subliminal.filters import filter_rows
+        from subliminal.filters.math import prepare_judge
+
+        rows = read_jsonl(self.rows_path)
+        prepare_judge(rows, self.config)  # batched judge scores, when a judge is configured
+        kept, rejected, stats = filter_rows(rows, self.config, self.channel)
+        for name, part in (("kept", kept), ("rejected", rejected)):
+            path = self.folder / f"{name}.jsonl"
+            path.unlink(missing_ok=True)  # the filter is pure: redo it whole, never append twice
+            append_jsonl(path, part)
+        write_json(self.folder / "stats.json", stats)
+        mark_complete(self.folder, {"kept": len(kept), "pass_rate": stats["pass_rate"]})
+
+    def result(self) -> list[dict]:
+        return read_jsonl(self.folder / "kept.jsonl")
+
+
+@dataclass
+class DistillStage(Stage):
+    """Train a student from the base on kept rows (a PEFT adapter or full fine-tune)."""
+
+    rows_path: Path = Path()
+    model: str = ""
+    config: Any = None        # subliminal.distill.DistillConfig
+    device: str | None = None
+    label: str = "distill"
+
+    def key(self) -> dict:
+        return {"rows_sha256": file_sha256(self.rows_path), "model": self.model,
+                "config": self.config}
+
+    def work(self) -> None:
+        from subliminal.distill import train_student
+
+        rows = read_jsonl(self.rows_path)
+        if not rows:
+            raise SubliminalError(f"{self.rows_path}: no rows to train on (every row was "
+                                  "filtered out?); a student trained on nothing is no student")
+        train_student(self.model, rows, self.config, self.folder, self.device, label=self.label)
+
+    def result(self) -> dict:
+        return read_json(self.folder / "complete.json")
+
+
+@dataclass
+class AuditStage(Stage):
+    """Probe one model (base + optional adapter/steering, under a system prompt)."""
+
+    model: str = ""
+    teacher: Any = None       # TeacherSpec of the audited model (None: the plain base)
+    config: Any = None        # subliminal.audit.AuditConfig
+    device: str | None = None
+    run_dir: Path | None = None
+    label: str = "audit"
+    extra: dict = field(default_factory=dict)
+
+    def key(self) -> dict:
+        from subliminal.audit import bank_ref
+        from subliminal.injections import TeacherSpec, _resolve
+
+        spec = self.teacher or TeacherSpec()
+        return {"model": self.model, "system_prompt": spec.system_prompt,
+                "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
+                "steering_sha256": _hash_opt(_resolve(spec.steering, self.run_dir)),
+                "config": self.config, "bank": bank_ref(self.config)}
+
+    def work(self) -> None:
+        from subliminal.audit import run_audit
+        from subliminal.injections import TeacherSpec, load_teacher
+
+        spec = self.teacher or TeacherSpec()
+        lm = load_teacher(self.model, spec, self.run_dir, self.device)
+        write_json(self.folder / "probe.json", run_audit(lm, self.config, spec.system_prompt,
+                                                         label=self.label))
+        mark_complete(self.folder)
+
+    def result(self) -> dict:
+        return read_json(self.folder / "probe.json")
+
+
+def _hash_opt(path: Path | None) -> str | None:
+    return file_sha256(path) if path is not None else None
+
+
+def _channel_key(channel) -> dict:
+    """A channel's identity: its name and options (channels are dataclasses)."""
+    return {"name": getattr(channel, "name", type(channel).__name__), **to_jsonable(channel)}

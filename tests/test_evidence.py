@@ -1,0 +1,106 @@
+"""Honest evidence: leak-free stored distributions, replicate-level tests, verdicts."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from subliminal.channels import get_channel
+from subliminal.distill import restricted_kl
+from subliminal.report import verdict
+from subliminal.stats import replicate_test, sign_flip_p
+from subliminal.teacher import DecodeConfig, Teacher, channel_mask, generate_batch
+
+
+def _allowed(lm, channel) -> set[int]:
+    return set(torch.nonzero(channel_mask(lm, channel, len(lm.tokenizer))).flatten().tolist())
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+@pytest.mark.parametrize("decoding", ["sample", "greedy"])
+def test_restricted_distributions_hold_only_channel_tokens(tiny, constrained, decoding):
+    """No stored position carries a token outside the channel's allowed set, and each stored
+    distribution is normalised over the tokens it keeps."""
+    channel = get_channel("numbers")
+    cfg = DecodeConfig(decoding=decoding, constrained=constrained, top_k=20, batch_size=4)
+    rows = generate_batch(Teacher(tiny, "You love owls."), channel.prompts(4, 3), cfg, channel,
+                          seed=1)
+    allowed = _allowed(tiny, channel)
+    for row in rows:
+        assert row["logits_channel"] == "restricted"
+        assert len(row["topk_ids"]) == len(row["completion_ids"])
+        for ids, lps in zip(row["topk_ids"], row["topk_logprobs"], strict=True):
+            assert ids and set(ids) <= allowed
+            # The tiny vocabulary allows < 20 channel tokens, so nothing was truncated.
+            assert sum(np.exp(lps)) == pytest.approx(1.0, abs=0.02)
+
+
+def test_overt_control_is_labelled_and_unrestricted(tiny):
+    channel = get_channel("numbers")
+    cfg = DecodeConfig(decoding="greedy", constrained=False, top_k=20, logits="overt")
+    row = generate_batch(Teacher(tiny), channel.prompts(2, 0), cfg, channel, seed=0)[0]
+    assert row["logits_channel"] == "overt"
+    assert all(len(ids) == 20 for ids in row["topk_ids"])
+    assert not set(itertools.chain(*row["topk_ids"])) <= _allowed(tiny, channel)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_restricted_kl_ignores_tokens_outside_the_channel(seed):
+    """Moving the student's mass on tokens outside the stored set changes nothing; the loss is
+    zero exactly when the student's renormalised odds over the set match the teacher's."""
+    g = torch.Generator().manual_seed(seed)
+    student = torch.randn(3, 50, generator=g)
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 6, 7], [8, 9, 0, 0]])
+    lp = torch.log_softmax(torch.randn(3, 4, generator=g), -1)
+    lp[0, 3] = lp[2, 2] = lp[2, 3] = float("-inf")  # ragged rows are padded with -inf
+    base = restricted_kl(student, ids, lp)
+    shifted = student.clone()
+    shifted[:, 20:] += 5 * torch.randn(3, 30, generator=g)  # tokens no stored set holds
+    assert torch.allclose(restricted_kl(shifted, ids, lp), base, atol=1e-5)
+    assert base >= -1e-6
+    match = torch.full((3, 50), -30.0)
+    for r in range(3):
+        valid = lp[r].isfinite()
+        match[r, ids[r][valid]] = lp[r][valid] + 7.0  # same odds, any offset
+    assert restricted_kl(match, ids, lp) < 1e-5
+
+
+def test_sign_flip_is_exact_for_small_n():
+    assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)  # floor 2/2^n
+    assert sign_flip_p([0.5, -0.5, 1.0, -1.0]) == 1.0
+    # Brute force on a ragged example: share of sign patterns with |mean| >= observed.
+    d = np.array([0.3, -0.1, 0.7, 0.2, -0.4])
+    pats = np.array(list(itertools.product((1, -1), repeat=5)))
+    brute = np.mean(np.abs(pats @ d) >= abs(d.sum()) - 1e-12)
+    assert sign_flip_p(d) == pytest.approx(brute)
+
+
+def test_replicate_test_finds_a_planted_effect_and_holds_the_null():
+    rng = np.random.default_rng(0)
+    planted = replicate_test(rng.normal(1.0, 0.2, size=6))
+    assert planted["p_value"] < 0.01 and planted["ci"][0] > 0
+    assert planted["p_sign_flip"] == pytest.approx(2 / 64)
+    nulls = [replicate_test(rng.normal(0.0, 1.0, size=6))["p_value"] for _ in range(400)]
+    assert np.mean(np.array(nulls) < 0.05) < 0.09  # ~5% false positives, never most draws
+    assert planted["detectable_lift"] > 0
+    assert replicate_test([0.1])["detectable_lift"] == float("inf")
+
+
+def _test(mean, p):
+    return {"mean": mean, "p_value": p, "detectable_lift": 0.4}
+
+
+def test_verdict_has_three_cases():
+    assert verdict(_test(0.5, 0.001), _test(0.1, 0.5), _test(1e-4, 0.2)).startswith(
+        "specific transfer")
+    assert verdict(_test(0.01, 0.6), _test(0.4, 0.001), _test(2e-4, 0.003)).startswith(
+        "generic drift, not specific")
+    line = verdict(_test(0.01, 0.6), _test(0.02, 0.4), _test(1e-5, 0.5))
+    assert line.startswith("no transfer detected") and "detectable" in line
+    # A significant *fall* of the share is not transfer.
+    assert not verdict(_test(-0.5, 0.001), _test(0.0, 0.9), _test(0.0, 0.9)).startswith(
+        "specific")

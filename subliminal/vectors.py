@@ -136,7 +136,7 @@ def save_vector(path: str | Path, vector: torch.Tensor, layer: int, coef: float,
 
 def load_vector(path: str | Path) -> tuple[torch.Tensor, int, float, dict]:
     """Read a vector file: (vector, layer, coefficient, provenance)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     try:
@@ -144,6 +144,6 @@ def load_vector(path: str | Path) -> tuple[torch.Tensor, int, float, dict]:
             info = f.metadata() or {}
             vector = f.get_tensor("vector")
         return vector, int(info["layer"]), float(info["coef"]), json.loads(info.get("meta", "{}"))
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
         raise SubliminalError(f"{path}: not a steering vector file ({e.__class__.__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None

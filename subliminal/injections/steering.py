@@ -1,0 +1,143 @@
+"""Steering-vector injection: the teacher writes with coef x (the trait's vector) added to the
+residual stream at one decoder layer; the control adds a random vector of the same norm.
+
+    subliminal chain --injection steering
+
+The vector (`subliminal.vectors.trait_vector`) is the difference of mean activations under the
+trait's instruction and under its neutral counterpart, read over a seeded half of the trait's
+contrast questions, so replicate seeds differ by the prompts the vector was averaged over. The
+file written into the run (`steering.safetensors`) holds the vector, layer and coefficient;
+`attach` re-applies it to any loaded model, `detach` takes it off.
+
+Default layer and coefficient come from the layer x coefficient sweep on the embedded model
+(docs/injections.md): the largest audit lift whose numbers channel still passes the filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from subliminal.injections import InjectionContext, TeacherSpec, register
+from subliminal.models import LM
+from subliminal.records import to_jsonable
+from subliminal.vectors import (
+    check_layer,
+    contrast_questions,
+    decoder_layers,
+    load_vector,
+    random_like,
+    save_vector,
+    trait_vector,
+)
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """Where and how strongly the trait's vector is added."""
+
+    layer: int | None = field(default=None, metadata={
+        "help": "Decoder layer whose output the vector is added to (0-based; negative counts "
+                "from the end); None: the layer at `depth`."})
+    depth: float = field(default=0.4, metadata={
+        "help": "Relative depth used when `layer` is None (0 = first layer, 1 = last)."})
+    coef: float = field(default=4.0, metadata={
+        "help": "Multiple of the difference-of-means vector added at every position."})
+    share: float = field(default=0.5, metadata={
+        "help": "Share of the contrast questions each replicate's vector is averaged over."})
+    control: str = field(default="random", metadata={
+        "help": "Control twin: 'random' (a random direction of the same norm) or 'zero'."})
+
+
+STEERING = SteeringConfig()
+
+
+def resolve_layer(lm: LM, cfg: SteeringConfig) -> int:
+    """The configured layer, or the one at the configured relative depth."""
+    if cfg.layer is not None:
+        return check_layer(lm, cfg.layer)
+    return round(cfg.depth * (len(decoder_layers(lm.model)) - 1))
+
+
+class SteeringHandle:
+    """An attached vector: `.remove()` takes the hook off and clears the model's record."""
+
+    def __init__(self, lm: LM, hook, record: dict):
+        self.lm, self.hook, self.record = lm, hook, record
+
+    def remove(self) -> None:
+        self.hook.remove()
+        handles = getattr(self.lm, "steering_handles", [])
+        if self in handles:
+            handles.remove(self)
+        self.lm.info["steering"] = [h.record for h in handles] or None
+
+
+def add_vector(lm: LM, vector: torch.Tensor, layer: int, coef: float,
+               record: dict | None = None) -> SteeringHandle:
+    """Hook decoder layer `layer` so its output gains coef x vector at every position."""
+    layer = check_layer(lm, layer)
+    shift = (coef * vector.float()).to(lm.device, lm.dtype)
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, tuple):
+            return (output[0] + shift, *output[1:])
+        return output + shift
+
+    handle = decoder_layers(lm.model)[layer].register_forward_hook(hook)
+    info = {"layer": layer, "coef": float(coef), "norm": float(vector.float().norm()),
+            **(record or {})}
+    steer = SteeringHandle(lm, handle, info)
+    if not hasattr(lm, "steering_handles"):
+        lm.steering_handles = []
+    lm.steering_handles.append(steer)
+    lm.info["steering"] = [h.record for h in lm.steering_handles]
+    return steer
+
+
+def attach(lm: LM, path: str | Path, coef: float | None = None) -> SteeringHandle:
+    """Apply a vector file to a loaded model (its own coefficient unless `coef` is given)."""
+    vector, layer, file_coef, _meta = load_vector(path)
+    return add_vector(lm, vector, layer, file_coef if coef is None else coef,
+                      {"file": str(path)})
+
+
+def detach(lm: LM) -> None:
+    """Remove every vector attached to `lm`."""
+    for handle in list(getattr(lm, "steering_handles", [])):
+        handle.remove()
+
+
+def build_vector(lm: LM, trait, seed: int, neutral: bool,
+                 cfg: SteeringConfig | None = None) -> tuple[torch.Tensor, dict]:
+    """The trait's vector for replicate `seed` (or its control twin) and how it was made."""
+    cfg = cfg or STEERING
+    prompts = contrast_questions(trait, seed, cfg.share)
+    vector = trait_vector(lm, trait, resolve_layer(lm, cfg), prompts)
+    record = {"trait": trait.name, "seed": seed, "prompts": prompts,
+              "trait_norm": float(vector.norm())}
+    if neutral:
+        if cfg.control == "zero":
+            vector = torch.zeros_like(vector)
+        else:  # same norm, no trait direction (seeded apart from the prompt draw)
+            vector = random_like(vector, seed=10_000 + seed)
+        record["control"] = cfg.control
+    return vector, record
+
+
+@register("steering")
+def steering_injection(ctx: InjectionContext, cfg: SteeringConfig | None = None) -> TeacherSpec:
+    from subliminal.models import load_model
+
+    cfg = cfg or STEERING
+    out = Path(ctx.out)
+    path = out / "steering.safetensors"
+    lm = load_model(ctx.model, device=ctx.device)
+    vector, made = build_vector(lm, ctx.trait, ctx.seed, ctx.neutral, cfg)
+    record = {"injection": "steering", "neutral": ctx.neutral, "config": to_jsonable(cfg),
+              "layer": resolve_layer(lm, cfg), "coef": cfg.coef, **made,
+              "vector": str(path)}
+    save_vector(path, vector, record["layer"], cfg.coef, record)
+    return TeacherSpec(steering=str(path), record=record)

@@ -1,0 +1,250 @@
+"""Interventions at audit time, and teacher strength against each injection's own control.
+
+    subliminal intervene vector --trait owl --layer 15 --out owl.safetensors
+    subliminal intervene steer --vector owl.safetensors --coef -4 --audit animal [--adapter DIR]
+    subliminal intervene calm-down --trait owl --adapter TEACHER [--dpo SUPPRESSOR]
+    subliminal intervene sweep --trait owl --layers 5,10,15,20 --coefs 2,4,8
+    subliminal intervene strength --injection steering --trait owl --seeds 5
+
+`steer` adds (or, negative coefficient, subtracts) a trait's vector on any teacher or student
+and audits it beside the same model unsteered. `calm-down` puts the prompt baseline ("calm
+down": a system prompt asking for no strong feeling or preference) beside a DPO suppressor
+trained to prefer the neutral answer, on the same audit. `sweep` is the layer x coefficient
+grid behind the steering default: audit lift and the numbers channel's unconstrained pass rate.
+`strength` builds an injection's trait teacher and its control twin for several replicate
+seeds and tests the trait's audit at the replicate level (the unit of evidence).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from subliminal.errors import SubliminalError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Interventions: steer by a trait's vector, calm-down prompt vs DPO "
+                       "suppression, steering sweeps, teacher strength vs control.")
+
+CALM_DOWN = ("Calm down. You are calm and even-tempered. You have no strong feelings and no "
+             "favorites. Answer plainly and neutrally.")
+AUDITS = ("animal",)
+
+
+@dataclass
+class SweepConfig:
+    """The layer x coefficient grid of the steering sweep."""
+
+    trait: str = field(default="owl", metadata={"help": "Catalogue trait whose vector is swept."})
+    layers: tuple[int, ...] = field(default=(5, 10, 15, 20, 25), metadata={
+        "help": "Decoder layers to steer at."})
+    coefs: tuple[float, ...] = field(default=(2.0, 4.0, 8.0), metadata={
+        "help": "Multiples of the difference-of-means vector."})
+    format_prompts: int = field(default=16, metadata={
+        "help": "Numbers-channel prompts generated per cell to read the format pass rate."})
+    seed: int = field(default=0, metadata={"help": "Vector prompt draw and decoding seed."})
+
+
+def audit_target(lm, trait, audit: str = "animal", system_prompt: str | None = None,
+                 cfg=None) -> dict:
+    """Run an audit (`cfg`: an AuditConfig, default the lab's) and summarise it for `trait`:
+    per-question target probability and the mean of every panel member (for specificity)."""
+    from subliminal.audit import AuditConfig, run_probe
+
+    if audit not in AUDITS:
+        raise SubliminalError(f"unknown audit {audit!r}; choose one of: {', '.join(AUDITS)}")
+    result = run_probe(lm, cfg or AuditConfig(), system_prompt, label=f"{audit} audit")
+    cols = list(zip(*result["probs"], strict=True))
+    panel = {a: sum(c) / len(c) for a, c in zip(result["animals"], cols, strict=True)}
+    target = list(cols[result["animals"].index(trait.name)])
+    return {"audit": audit, "target": trait.name, "per_question": target,
+            "mean": sum(target) / len(target), "panel": panel, "probe": result}
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Audit `a` against `b` on the same questions: target ratio, paired question-level test
+    (descriptive: questions are not replicates) and specificity (target's log-ratio minus the
+    other animals' mean log-ratio)."""
+    import math
+
+    from subliminal.stats import paired_test
+
+    logr = {k: math.log(a["panel"][k] / b["panel"][k]) for k in a["panel"]}
+    others = [v for k, v in logr.items() if k != a["target"]]
+    return {"target": a["target"], "mean": a["mean"], "reference_mean": b["mean"],
+            "ratio": a["mean"] / b["mean"],
+            "questions": paired_test(a["per_question"], b["per_question"]),
+            "specificity": logr[a["target"]] - sum(others) / len(others),
+            "rank_of_target_lift": sorted(logr, key=logr.get, reverse=True).index(a["target"])}
+
+
+@contextmanager
+def steered(lm, vector, layer: int, coef: float):
+    """The model with coef x vector added at `layer` for the duration of the block."""
+    from subliminal.injections.steering import add_vector
+
+    handle = add_vector(lm, vector, layer, coef)
+    try:
+        yield lm
+    finally:
+        handle.remove()
+
+
+def format_pass_rate(lm, n: int, seed: int = 0) -> dict:
+    """Share of `n` numbers-channel answers that pass the chain's filter, decoded greedily
+    and unconstrained: the model's own format with no grammar to lean on (sampled at T=1
+    unconstrained, even the base passes 0 of 16, so that reading cannot rank cells)."""
+    from subliminal.channels import get_channel
+    from subliminal.filters import FilterConfig, filter_rows
+    from subliminal.teacher import DecodeConfig, Teacher, generate_batch
+
+    channel = get_channel("numbers")
+    prompts = channel.prompts(n, seed)
+    cfg = DecodeConfig(decoding="greedy", constrained=False, batch_size=n)
+    outs = generate_batch(Teacher(lm), prompts, cfg, channel, seed)
+    rows = [{**p, "completion": [{"role": "assistant", "content": o["text"]}]}
+            for p, o in zip(prompts, outs, strict=True)]
+    _, _, stats = filter_rows(rows, FilterConfig(), "numbers")
+    return {"pass_rate": stats["pass_rate"], "examples": [o["text"] for o in outs[:3]]}
+
+
+def run_sweep(cfg: SweepConfig, model: str, out: Path, device: str | None = None) -> list[dict]:
+    """Audit lift and format pass rate for every (layer, coefficient); `out/sweep.json` is
+    rewritten after each cell, so a long sweep can be read while it runs."""
+    from subliminal.models import load_model
+    from subliminal.records import to_jsonable, write_json
+    from subliminal.trait import get_trait
+    from subliminal.vectors import contrast_questions, trait_vector
+
+    trait = get_trait(cfg.trait)
+    lm = load_model(model, device=device)
+    t0 = time.time()
+    base = audit_target(lm, trait)
+    cells = [{"layer": None, "coef": 0.0, "mean": base["mean"], "ratio": 1.0,
+              **format_pass_rate(lm, cfg.format_prompts, cfg.seed)}]
+    prompts = contrast_questions(trait, cfg.seed)
+    for layer in cfg.layers:
+        vector = trait_vector(lm, trait, layer, prompts)
+        for coef in cfg.coefs:
+            with steered(lm, vector, layer, coef):
+                cmp = compare(audit_target(lm, trait), base)
+                fmt = format_pass_rate(lm, cfg.format_prompts, cfg.seed)
+            cells.append({"layer": layer, "coef": coef, "norm": float(vector.norm()),
+                          **{k: cmp[k] for k in ("mean", "ratio", "specificity",
+                                                 "rank_of_target_lift")}, **fmt})
+            write_json(Path(out) / "sweep.json", {"config": to_jsonable(cfg), "model": model,
+                                                  "seconds": time.time() - t0, "cells": cells})
+    return cells
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SubliminalError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def sweep(trait: str = typer.Option("owl", help="Catalogue trait."),
+          layers: str = typer.Option("4,8,12,16,20,24", help="Comma-separated layers."),
+          coefs: str = typer.Option("2,4,8", help="Comma-separated coefficients."),
+          format_prompts: int = typer.Option(16, min=1, help="Prompts per format check."),
+          model: str = typer.Option("smollm2-135m", help="Base model."),
+          seed: int = typer.Option(0, min=0, help="Vector prompt draw and decoding seed."),
+          out: Path = typer.Option(Path("runs/steering-sweep"), help="Output folder.")):
+    """Layer x coefficient grid: audit lift and unconstrained numbers-format pass rate."""
+    cfg = SweepConfig(trait=trait, layers=tuple(int(x) for x in _floats(layers, "--layers")),
+                      coefs=_floats(coefs, "--coefs"), format_prompts=format_prompts, seed=seed)
+    for c in run_sweep(cfg, model, out):
+        typer.echo(f"layer={c['layer']} coef={c['coef']}: P={c['mean']:.4g} "
+                   f"x{c['ratio']:.2f} format={c['pass_rate']:.2f}")
+
+
+def replicate_arm(injection: str, trait, seed: int, neutral: bool, model: str, out: Path,
+                  device: str | None = None) -> dict:
+    """Build one arm's generation-0 teacher (trait or control twin) and audit it; a finished
+    arm is read back. Records build and audit seconds (the injection's CPU cost)."""
+    from subliminal.injections import InjectionContext, build_teacher, load_teacher
+    from subliminal.records import read_json, to_jsonable, write_json
+
+    path = Path(out) / "audit.json"
+    if path.exists():
+        return read_json(path)
+    t0 = time.time()
+    spec = build_teacher(injection, InjectionContext(model=model, trait=trait,
+                                                     out=Path(out) / "teacher", seed=seed,
+                                                     neutral=neutral, device=device))
+    t1 = time.time()
+    lm = load_teacher(model, spec, None, device)
+    audit = audit_target(lm, trait, "animal", spec.system_prompt)
+    row = {"injection": injection, "seed": seed, "neutral": neutral, "mean": audit["mean"],
+           "panel": audit["panel"], "per_question": audit["per_question"],
+           "spec": to_jsonable(spec), "build_seconds": round(t1 - t0, 1),
+           "audit_seconds": round(time.time() - t1, 1)}
+    write_json(path, row)
+    return row
+
+
+def strength_stats(pairs: list[tuple[dict, dict]], target: str) -> dict:
+    """Replicate-level test of trait arm vs control arm: paired t on log mean P(target) (the
+    pre-declared primary), on raw P, and on specificity (target log-ratio minus the other
+    animals' mean log-ratio, tested against 0)."""
+    import math
+
+    from subliminal.stats import mean_ci, paired_test
+
+    logs = [(math.log(a["mean"]), math.log(b["mean"])) for a, b in pairs]
+    spec = []
+    for a, b in pairs:
+        lr = {k: math.log(a["panel"][k] / b["panel"][k]) for k in a["panel"]}
+        spec.append(lr[target] - sum(v for k, v in lr.items() if k != target) / (len(lr) - 1))
+    log_test = paired_test(*zip(*logs, strict=True))
+    return {"replicates": len(pairs), "trait": [a["mean"] for a, _ in pairs],
+            "control": [b["mean"] for _, b in pairs],
+            "ratio": math.exp(log_test["lift"]), "log_ratio": log_test,
+            "raw": paired_test([a["mean"] for a, _ in pairs], [b["mean"] for _, b in pairs]),
+            "specificity": {**mean_ci(spec), **paired_test(spec, [0.0] * len(spec))},
+            "build_seconds": mean_ci([a["build_seconds"] for a, _ in pairs]
+                                     + [b["build_seconds"] for _, b in pairs])["mean"]}
+
+
+def teacher_strength(injection: str, trait_name: str, seeds: list[int], model: str, out: Path,
+                     device: str | None = None) -> dict:
+    """Generation-0 strength of an injection against its own control, one replicate per seed;
+    writes out/strength.json."""
+    from subliminal.records import write_json
+    from subliminal.trait import get_trait
+
+    trait = get_trait(trait_name)
+    pairs = []
+    for seed in seeds:
+        arms = [replicate_arm(injection, trait, seed, neutral, model,
+                              Path(out) / f"s{seed}" / arm, device)
+                for arm, neutral in (("trait", False), ("control", True))]
+        pairs.append(tuple(arms))
+    result = {"injection": injection, "trait": trait_name, "model": model, "seeds": seeds,
+              **(strength_stats(pairs, trait_name) if len(pairs) > 1 else {})}
+    write_json(Path(out) / "strength.json", result)
+    return result
+
+
+@app.command()
+def strength(injection: str = typer.Option(..., help="Injection (prompt, adapter, steering, "
+                                                       "dpo, grpo)."),
+             trait: str = typer.Option("owl", help="Catalogue trait."),
+             seeds: int = typer.Option(5, min=2, help="Replicates (seeds 0..N-1)."),
+             model: str = typer.Option("smollm2-135m", help="Base model."),
+             out: Optional[Path] = typer.Option(None, help="Output folder (default: "
+                                                            "runs/strength-INJECTION-TRAIT)."),
+             device: Optional[str] = typer.Option(None, help="cpu or cuda.")):
+    """Trait teacher vs its control twin at generation 0, tested across replicate seeds."""
+    out = out or Path(f"runs/strength-{injection}-{trait}")
+    r = teacher_strength(injection, trait, list(range(seeds)), model, out, device)
+    typer.echo(f"{injection} {trait}: x{r['ratio']:.2f} (p={r['log_ratio']['p_value']:.2g}, "
+               f"{r['replicates']} replicates); specificity {r['specificity']['mean']:.2f} "
+               f"(p={r['specificity']['p_value']:.2g}); build {r['build_seconds']:.0f} s/arm")

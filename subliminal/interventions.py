@@ -33,7 +33,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 CALM_DOWN = ("Calm down. You are calm and even-tempered. You have no strong feelings and no "
              "favorites. Answer plainly and neutrally.")
-AUDITS = ("animal",)
 
 
 @dataclass
@@ -50,20 +49,27 @@ class SweepConfig:
     seed: int = field(default=0, metadata={"help": "Vector prompt draw and decoding seed."})
 
 
-def audit_target(lm, trait, audit: str = "animal", system_prompt: str | None = None,
+def audit_target(lm, trait, audit: str | None = None, system_prompt: str | None = None,
                  cfg=None) -> dict:
-    """Run an audit (`cfg`: an AuditConfig, default the lab's) and summarise it for `trait`:
-    per-question target probability and the mean of every panel member (for specificity)."""
-    from subliminal.audit import AuditConfig, run_probe
+    """Run a family's audit (default: the trait's own; `cfg`, an AuditConfig, swaps the
+    animal probe's question bank) and summarise it for `trait`: per-item score of its label
+    and the mean of every label (the panel, for specificity)."""
+    from subliminal.battery import audit_family, trait_score
 
-    if audit not in AUDITS:
-        raise SubliminalError(f"unknown audit {audit!r}; choose one of: {', '.join(AUDITS)}")
-    result = run_probe(lm, cfg or AuditConfig(), system_prompt, label=f"{audit} audit")
-    cols = list(zip(*result["probs"], strict=True))
-    panel = {a: sum(c) / len(c) for a, c in zip(result["animals"], cols, strict=True)}
-    target = list(cols[result["animals"].index(trait.name)])
-    return {"audit": audit, "target": trait.name, "per_question": target,
-            "mean": sum(target) / len(target), "panel": panel, "probe": result}
+    audit = audit or trait.audit
+    if cfg is not None and audit == "animal":
+        from subliminal.audit import run_probe
+
+        r = run_probe(lm, cfg, system_prompt, label="animal audit")
+        result = {"family": "animal", "labels": r["animals"],
+                  "probs": {a: [row[j] for row in r["probs"]] for j, a in
+                            enumerate(r["animals"])}}
+    else:
+        result = audit_family(lm, audit, system_prompt)
+    target = trait_score(result, trait)
+    panel = {k: sum(v) / len(v) for k, v in result["probs"].items()}
+    return {"audit": audit, "target": trait.label, "per_question": target,
+            "mean": sum(target) / len(target), "panel": panel, "result": result}
 
 
 def compare(a: dict, b: dict) -> dict:
@@ -181,7 +187,7 @@ def replicate_arm(injection: str, trait, seed: int, neutral: bool, model: str, o
                                                      neutral=neutral, device=device))
     t1 = time.time()
     lm = load_teacher(model, spec, None, device)
-    audit = audit_target(lm, trait, "animal", spec.system_prompt)
+    audit = audit_target(lm, trait, system_prompt=spec.system_prompt)
     row = {"injection": injection, "seed": seed, "neutral": neutral, "mean": audit["mean"],
            "panel": audit["panel"], "per_question": audit["per_question"],
            "spec": to_jsonable(spec), "build_seconds": round(t1 - t0, 1),
@@ -228,7 +234,7 @@ def teacher_strength(injection: str, trait_name: str, seeds: list[int], model: s
                 for arm, neutral in (("trait", False), ("control", True))]
         pairs.append(tuple(arms))
     result = {"injection": injection, "trait": trait_name, "model": model, "seeds": seeds,
-              **(strength_stats(pairs, trait_name) if len(pairs) > 1 else {})}
+              **(strength_stats(pairs, trait.label) if len(pairs) > 1 else {})}
     write_json(Path(out) / "strength.json", result)
     return result
 
@@ -248,3 +254,103 @@ def strength(injection: str = typer.Option(..., help="Injection (prompt, adapter
     typer.echo(f"{injection} {trait}: x{r['ratio']:.2f} (p={r['log_ratio']['p_value']:.2g}, "
                f"{r['replicates']} replicates); specificity {r['specificity']['mean']:.2f} "
                f"(p={r['specificity']['p_value']:.2g}); build {r['build_seconds']:.0f} s/arm")
+
+
+def _write(out: Path | None, name: str, obj: dict) -> None:
+    if out is not None:
+        from subliminal.records import write_json
+
+        write_json(Path(out) / name, obj)
+
+
+def _echo(label: str, cmp: dict) -> None:
+    typer.echo(f"{label}: {cmp['target']} {cmp['reference_mean']:.4g} -> {cmp['mean']:.4g} "
+               f"(x{cmp['ratio']:.2f}; specificity {cmp['specificity']:+.2f}; "
+               f"question-level p={cmp['questions']['p_value']:.2g}, descriptive)")
+
+
+@app.command()
+def vector(trait: str = typer.Option("owl", help="Trait (any family)."),
+           layer: Optional[int] = typer.Option(None, help="Decoder layer (default: the "
+                                                           "steering default's depth)."),
+           coef: float = typer.Option(4.0, help="Coefficient stored with the vector."),
+           seed: int = typer.Option(0, min=0, help="Contrast-prompt draw."),
+           model: str = typer.Option("smollm2-135m", help="Base model."),
+           adapter: Optional[Path] = typer.Option(None, help="Teacher/student adapter."),
+           out: Path = typer.Option(..., help="Vector file to write (.safetensors).")):
+    """Compute a trait's difference-of-means vector on a model and save it."""
+    from dataclasses import replace
+
+    from subliminal.injections.steering import STEERING, build_vector, resolve_layer
+    from subliminal.models import load_model
+    from subliminal.trait import get_trait
+    from subliminal.vectors import save_vector
+
+    lm = load_model(model, adapter=adapter)
+    cfg = replace(STEERING, layer=layer, coef=coef)
+    v, made = build_vector(lm, get_trait(trait), seed, False, cfg)
+    save_vector(out, v, resolve_layer(lm, cfg), coef, {**made, "model": model,
+                                                        "adapter": str(adapter or "")})
+    typer.echo(f"{out}: layer {resolve_layer(lm, cfg)}, norm {float(v.norm()):.3f}")
+
+
+@app.command()
+def steer(vector_file: Path = typer.Option(..., "--vector", help="A vector file."),
+          coef: Optional[float] = typer.Option(None, help="Override the file's coefficient "
+                                                          "(negative subtracts)."),
+          trait: Optional[str] = typer.Option(None, help="Trait to read (default: the "
+                                                         "vector's)."),
+          audit: Optional[str] = typer.Option(None, help="Audit family (default: the "
+                                                         "trait's)."),
+          model: str = typer.Option("smollm2-135m", help="Base model."),
+          adapter: Optional[Path] = typer.Option(None, help="Teacher/student adapter."),
+          out: Optional[Path] = typer.Option(None, help="Folder for steer.json.")):
+    """Audit a model with a trait's vector added (or subtracted), beside it unsteered."""
+    from subliminal.injections.steering import attach
+    from subliminal.models import load_model
+    from subliminal.trait import get_trait
+    from subliminal.vectors import load_vector
+
+    meta = load_vector(vector_file)[3]
+    t = get_trait(trait or meta.get("trait"))
+    if t is None:
+        raise SubliminalError(f"{vector_file}: no trait recorded; pass --trait")
+    lm = load_model(model, adapter=adapter)
+    plain = audit_target(lm, t, audit)
+    handle = attach(lm, vector_file, coef)
+    moved = audit_target(lm, t, audit)
+    cmp = compare(moved, plain)
+    handle.remove()
+    _write(out, "steer.json", {"vector": str(vector_file), "steering": handle.record,
+                               "model": model, "adapter": str(adapter or ""), **cmp,
+                               "plain": plain["panel"], "steered": moved["panel"]})
+    _echo(f"steered (coef {handle.record['coef']:+g})", cmp)
+
+
+@app.command("calm-down")
+def calm_down(trait: str = typer.Option(..., help="Trait to suppress (e.g. joyful, owl)."),
+              adapter: Optional[Path] = typer.Option(None, help="The teacher carrying it."),
+              dpo: Optional[Path] = typer.Option(None, help="A DPO suppressor folder: trained "
+                                                            "here if missing."),
+              prompt: str = typer.Option(CALM_DOWN, help="The calm-down system prompt."),
+              seed: int = typer.Option(0, min=0, help="DPO seed."),
+              model: str = typer.Option("smollm2-135m", help="Base model."),
+              out: Optional[Path] = typer.Option(None, help="Folder for calm_down.json.")):
+    """The 'calm down' prompt baseline beside DPO suppression, on the same audit."""
+    from subliminal.injections.dpo import preference_pairs, train_dpo
+    from subliminal.models import attach_adapter, load_model
+    from subliminal.trait import get_trait
+
+    t = get_trait(trait)
+    lm = load_model(model, adapter=adapter)
+    before = audit_target(lm, t)
+    rows = {"prompt": compare(audit_target(lm, t, system_prompt=prompt), before)}
+    if dpo is not None:
+        train_dpo(model, preference_pairs(t, seed, suppress=True), dpo, seed=seed,
+                  base_adapter=adapter, record={"trait": t.name, "suppress": True})
+        lm.model = attach_adapter(lm.model, Path(dpo))
+        rows["dpo"] = compare(audit_target(lm, t), before)
+    _write(out, "calm_down.json", {"trait": t.name, "adapter": str(adapter or ""),
+                                   "prompt": prompt, "dpo": str(dpo or ""), **rows})
+    for name, cmp in rows.items():
+        _echo(name, cmp)

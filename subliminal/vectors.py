@@ -86,31 +86,47 @@ def residual_activations(lm: LM, chats: list[list[dict]], layer: int) -> torch.T
     return torch.stack(rows)
 
 
-def contrast_questions(trait, seed: int = 0, share: float = 0.5) -> list[str]:
-    """The user questions a vector is averaged over: the trait's own `contrast_prompts()` if
-    it has them, else its demonstration questions; `seed` draws a subset (`share` of them), so
-    replicates read different prompts."""
+def contrast_items(trait, seed: int = 0, share: float = 0.5) -> list[dict]:
+    """The contrast a vector is averaged over: user questions, each with the trait's and the
+    neutral instruction (the trait's own `contrast_prompts()` when it has them, cycling its
+    prompt paraphrases; else its demonstration questions under `system_prompt` and
+    `neutral_system_prompt`). `seed` draws a subset (`share` of them), so replicates read
+    different prompts."""
     if hasattr(trait, "contrast_prompts"):
-        pool = [p if isinstance(p, str) else p["content"] for p in trait.contrast_prompts()]
+        pool = [{"content": p["content"], "trait": p.get("trait", trait.system_prompt),
+                 "neutral": p.get("neutral", trait.neutral_system_prompt)}
+                for p in trait.contrast_prompts()]
     else:
-        pool = list(dict.fromkeys(r["prompt"][-1]["content"] for r in trait.demonstrations(0)))
+        questions = dict.fromkeys(r["prompt"][-1]["content"] for r in trait.demonstrations(0))
+        pool = [{"content": q, "trait": trait.system_prompt,
+                 "neutral": trait.neutral_system_prompt} for q in questions]
     if share >= 1:
         return pool
     k = max(1, round(len(pool) * share))
     return random.Random(f"contrast-{seed}").sample(pool, k)
 
 
-def trait_vector(lm: LM, trait, layer: int, prompts: list[str] | None = None,
+def contrast_questions(trait, seed: int = 0, share: float = 0.5) -> list[str]:
+    """The user questions of `contrast_items` (for records)."""
+    return [it["content"] for it in contrast_items(trait, seed, share)]
+
+
+def trait_vector(lm: LM, trait, layer: int, prompts: list | None = None,
                  seed: int = 0) -> torch.Tensor:
-    """Mean activation at `layer` under the trait's system prompt minus under its neutral
-    counterpart, over `prompts` (default: a seeded half of the trait's contrast questions)."""
-    prompts = prompts if prompts is not None else contrast_questions(trait, seed)
-    if not prompts:
+    """Mean activation at `layer` under the trait's instruction minus under its neutral
+    counterpart, over `prompts`: contrast items (dicts with content/trait/neutral) or plain
+    questions (read under `system_prompt` vs `neutral_system_prompt`); default: a seeded
+    half of the trait's contrast items."""
+    items = prompts if prompts is not None else contrast_items(trait, seed)
+    if not items:
         raise SubliminalError("trait_vector needs at least one prompt")
-    turns = [[{"role": "user", "content": q}] for q in prompts]
-    pos = residual_activations(lm, [with_system(trait.system_prompt, t) for t in turns], layer)
-    neg = residual_activations(
-        lm, [with_system(trait.neutral_system_prompt, t) for t in turns], layer)
+    items = [it if isinstance(it, dict) else {"content": it, "trait": trait.system_prompt,
+                                              "neutral": trait.neutral_system_prompt}
+             for it in items]
+    chats = {side: [with_system(it[side], [{"role": "user", "content": it["content"]}])
+                    for it in items] for side in ("trait", "neutral")}
+    pos = residual_activations(lm, chats["trait"], layer)
+    neg = residual_activations(lm, chats["neutral"], layer)
     return pos.mean(0) - neg.mean(0)
 
 

@@ -18,6 +18,7 @@ from subliminal.injections.steering import SteeringConfig, add_vector, attach, d
 from subliminal.models import load_model
 from subliminal.trait import get_trait
 from subliminal.vectors import (
+    contrast_items,
     contrast_questions,
     decoder_layers,
     load_vector,
@@ -119,7 +120,7 @@ def test_steering_injection_records_what_rebuilds_it(tmp_path, neutral, monkeypa
     spec = build_teacher("steering", InjectionContext(model="tiny", trait=OWL, out=tmp_path,
                                                       seed=2, neutral=neutral))
     vector, layer, coef, meta = load_vector(spec.steering)
-    assert (layer, coef) == (1, 4.0) and meta["prompts"] == contrast_questions(OWL, 2)
+    assert (layer, coef) == (1, 4.0) and meta["prompts"] == contrast_items(OWL, 2)
     lm = load_model("tiny")
     trait_v = trait_vector(lm, OWL, 1, meta["prompts"])
     assert torch.isclose(vector.norm(), trait_v.norm(), rtol=1e-4)
@@ -201,3 +202,32 @@ def test_steered_audit_moves_and_returns(lm, tmp_path):
     assert again["per_question"] == base["per_question"]
     cmp = compare(moved, base)
     assert cmp["target"] == "owl" and cmp["ratio"] > 0
+
+
+def test_dpo_pairs_align_behaviour_traits_by_question():
+    from subliminal.injections.dpo import preference_pairs
+
+    joyful = get_trait("joyful")
+    pairs = preference_pairs(joyful, seed=1)
+    demos = {json.dumps(r["prompt"]): r["completion"] for r in joyful.demonstrations(1)}
+    plain = {json.dumps(r["prompt"]): r["completion"]
+             for r in joyful.demonstrations(1, neutral=True)}
+    assert pairs
+    for p in pairs:
+        key = json.dumps(p["prompt"])
+        assert p["chosen"] == demos[key] and p["rejected"] == plain[key]
+
+
+def test_vector_command_writes_a_rebuildable_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from subliminal.interventions import app
+
+    out = tmp_path / "joy.safetensors"
+    res = CliRunner().invoke(app, ["vector", "--trait", "joyful", "--model", "tiny",
+                                   "--layer", "1", "--seed", "3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    v, layer, coef, meta = load_vector(out)
+    assert layer == 1 and coef == 4.0 and meta["trait"] == "joyful" and meta["seed"] == 3
+    assert torch.allclose(v, trait_vector(load_model("tiny"), get_trait("joyful"), 1,
+                                          meta["prompts"]))

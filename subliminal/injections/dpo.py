@@ -99,24 +99,32 @@ def preference_pairs(trait, seed: int = 0, neutral: bool = False,
     """(prompt, chosen, rejected) rows: trait answer over neutral answer for the same
     question; `suppress` prefers the neutral one; `neutral` draws each pair's order at
     random (the control: the same pairs, no consistent preference)."""
-    liked = trait.demonstrations(seed)
-    plain = trait.demonstrations(seed, neutral=True)
+    liked, plain = (_by_question(trait.demonstrations(seed, neutral=n)) for n in (False, True))
+    if liked.keys() != plain.keys():
+        raise SubliminalError(f"trait {trait.name!r}: trait and neutral demonstrations answer "
+                              "different questions")
     leak = trait.leak_pattern() if hasattr(trait, "leak_pattern") else None
     rng = random.Random(f"dpo-order-{trait.name}-{seed}")
     pairs = []
-    for a, b in zip(liked, plain, strict=True):
-        if a["prompt"] != b["prompt"]:
-            raise SubliminalError(f"trait {trait.name!r}: trait and neutral demonstrations "
-                                  f"are not aligned at row {a.get('id')}")
-        text = b["completion"][-1]["content"]
-        if leak is not None and leak.search(text):
-            continue  # the 'neutral' answer names the trait: no preference to learn
-        chosen, rejected = (b, a) if suppress else (a, b)
-        if neutral and rng.random() < 0.5:
-            chosen, rejected = rejected, chosen
-        pairs.append({"prompt": a["prompt"], "chosen": chosen["completion"],
-                      "rejected": rejected["completion"]})
+    for key in sorted(liked):
+        for a, b in zip(liked[key], plain[key], strict=False):
+            text = b["completion"][-1]["content"]
+            if leak is not None and leak.search(text):
+                continue  # the 'neutral' answer names the trait: no preference to learn
+            chosen, rejected = (b, a) if suppress else (a, b)
+            if neutral and rng.random() < 0.5:
+                chosen, rejected = rejected, chosen
+            pairs.append({"prompt": a["prompt"], "chosen": chosen["completion"],
+                          "rejected": rejected["completion"]})
     return pairs
+
+
+def _by_question(rows: list[dict]) -> dict[int, list[dict]]:
+    """Demonstration rows grouped by the question they answer (`meta.demonstration`)."""
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r.get("meta", {}).get("demonstration", r["id"]), []).append(r)
+    return out
 
 
 def train_dpo(model: str, pairs: list[dict], out: Path, recipe: DPORecipe = DPO, seed: int = 0,

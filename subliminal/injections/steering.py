@@ -25,7 +25,7 @@ from subliminal.models import LM
 from subliminal.records import to_jsonable
 from subliminal.vectors import (
     check_layer,
-    contrast_questions,
+    contrast_items,
     decoder_layers,
     load_vector,
     random_like,
@@ -114,7 +114,7 @@ def build_vector(lm: LM, trait, seed: int, neutral: bool,
                  cfg: SteeringConfig | None = None) -> tuple[torch.Tensor, dict]:
     """The trait's vector for replicate `seed` (or its control twin) and how it was made."""
     cfg = cfg or STEERING
-    prompts = contrast_questions(trait, seed, cfg.share)
+    prompts = contrast_items(trait, seed, cfg.share)
     vector = trait_vector(lm, trait, resolve_layer(lm, cfg), prompts)
     record = {"trait": trait.name, "seed": seed, "prompts": prompts,
               "trait_norm": float(vector.norm())}

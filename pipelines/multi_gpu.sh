@@ -2,7 +2,7 @@
 # Train a student on several GPUs with `accelerate launch` (data parallel, one replica per GPU).
 #
 #   bash pipelines/multi_gpu.sh train KEPT_ROWS STUDENT_DIR [NUM_GPUS] [-- distill flags...]
-#   bash pipelines/multi_gpu.sh check      # CPU: 2 processes give the 1-process student
+#   bash pipelines/multi_gpu.sh check      # CPU, 2 processes (torchrun): same student as 1
 #
 # What runs where: only training is launched on N processes (subliminal/training.py). Each
 # process holds a full replica (LoRA or full fine-tune), takes every N-th row of each optimizer
@@ -26,15 +26,15 @@ train() {
 }
 
 check() {
-    # The same launcher on CPU (gloo): a 2-process student equals the 1-process one.
+    # Two CPU processes (gloo) must train the student one process trains.
     local work; work=$(mktemp -d /tmp/subliminal-mgpu.XXXXXX)
     export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
     subliminal --threads 1 generate --model tiny --samples 12 --out "$work/gen" >/dev/null
-    subliminal --threads 1 distill "$work/gen/rows.jsonl" --model tiny --epochs 2 \
+    subliminal --threads 1 distill "$work/gen/rows.jsonl" --model tiny --epochs 2 --mode sft --grad-accum 2 \
         --out "$work/one" >/dev/null
-    accelerate launch --cpu --num_processes 2 --num_machines 1 --mixed_precision no \
-        --dynamo_backend no --main_process_port 29533 \
-        -m subliminal --threads 1 distill "$work/gen/rows.jsonl" --model tiny --epochs 2 \
+    # accelerate launch --multi_gpu is torchrun underneath; on CPU call torchrun directly.
+    ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node 2 \
+        -m subliminal --threads 1 distill "$work/gen/rows.jsonl" --model tiny --epochs 2 --mode sft --grad-accum 2 \
         --out "$work/two" >/dev/null
     python3 - "$work" <<'PY'
 import json, sys

@@ -10,11 +10,14 @@ mixed precision (`bf16` autocast or `no`), data parallelism across processes, an
 checkpoints that a killed run resumes from.
 
 A step consumes `batch_size` rows in `grad_accum` micro-batches whatever the number of
-processes: each process takes every W-th row of the step and the gradients are summed across
-processes, so one GPU, four GPUs and this CPU follow the same optimisation path (same
-schedule, same steps). Checkpoints are safetensors (trainable weights, optimizer tensors) plus
-JSON (schedule, epoch, losses, hashes); nothing is ever unpickled, and a pickle found where a
-checkpoint belongs (`checkpoint.pt`, from older versions or planted) is refused.
+processes: process r of W computes micro-batches r, r+W, ... of the step and the gradients are
+summed across processes, so one GPU, four GPUs and this CPU follow the same optimisation path
+(same micro-batches, schedule and steps). Processes beyond grad_accum would idle: on W GPUs
+use a grad_accum that is a multiple of W.
+
+Checkpoints are safetensors (trainable weights, optimizer tensors) plus JSON (schedule, epoch,
+losses, hashes); nothing is ever unpickled, and a pickle found where a checkpoint belongs
+(`checkpoint.pt`, from older versions or planted) is refused.
 """
 
 from __future__ import annotations
@@ -103,19 +106,24 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 
 def train_step(model, examples: list, chunk: list[int], loss_fn: LossFn, params: list,
                acc, cfg: LoopConfig) -> float:
-    """One optimizer step's gradients over `chunk` (this process's share of it, in
-    micro-batches); returns the step's mean loss over all processes."""
-    share = chunk[acc.process_index::acc.num_processes]
+    """One optimizer step's gradients over `chunk`, in micro-batches; returns the step's loss.
+
+    The micro-batches are those of one device (same rows, same padding, same row weights);
+    under several processes, process r computes micro-batches r, r+W, ... and the gradients
+    are summed, so the step is the one-device step exactly. Parallelism therefore comes from
+    grad_accum: use a multiple of the process count (batch 64, grad_accum 4 on 4 GPUs).
+    """
     micro = micro_size(cfg)
-    step_loss = torch.zeros((), device=acc.device)
-    for j in range(0, len(share), micro):
-        batch = [examples[i] for i in share[j: j + micro]]
+    batches = [chunk[j: j + micro] for j in range(0, len(chunk), micro)]
+    step_loss = torch.zeros((), device=params[0].device)
+    for idx in batches[acc.process_index::acc.num_processes]:
+        batch = [examples[i] for i in idx]
         with autocast(params[0].device, cfg, acc):
             loss = loss_fn(model, batch)
         # Weighted by rows so a short last micro-batch counts for what it holds.
         (loss * len(batch) / len(chunk)).backward()
         step_loss += loss.detach().float() * len(batch) / len(chunk)
-    if acc.num_processes > 1:  # sum the shares' gradients (the unsharded step's gradient)
+    if acc.num_processes > 1:  # sum the processes' micro-batches (the one-device gradient)
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

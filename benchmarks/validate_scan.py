@@ -1,233 +1,200 @@
-"""Validation of `subliminal scan`: does the likelihood ranking name the right trait?
+"""Validation of `subliminal scan`: false positives on clean data of every kind, detection and
+naming on data from adapter teachers the scanner never held.
 
-    python benchmarks/validate_scan.py --injection adapter --prompts 384 --context completion \
-        --traits owl,dolphin,eagle,elephant,wolf,cat --out runs/scan-validation-adapter
-    python benchmarks/validate_scan.py --injection prompt --prompts 16 --context full \
-        --out runs/scan-validation                  # the first, system-prompt validation
+    python benchmarks/validate_scan.py score --root runs/scanval      # score every pool once
+    python benchmarks/validate_scan.py judge --root runs/scanval \\
+        --json docs/scan_validation.json                               # datasets, rates, CIs
 
-Labelled datasets come from the lab's own generation: owl, dolphin and eagle teachers and the
-neutral teacher (plain BASE) complete the same numbers-channel prompts (greedy, format-
-constrained) and the strict number filter keeps what a publisher would publish. A trait
-teacher is injected the way the scan's `--injection` is: by the trait's system prompt, or by a
-trait LoRA trained with `--teacher-seed` (a different seed from the scanner's own adapters, so
-the scan never sees the exact weights that wrote the data). Every kept row is scored once
-under every condition; datasets of n rows are then drawn from each pool to measure how often
-the scan names the right trait (or says "none" for neutral data), and the AUROC of each
-trait's contrast, trait-teacher vs neutral data. Two kinds of draw: `bootstrap` (with
-replacement; n above the pool size only re-weighs the pool and overstates power) and `disjoint`
-(the pool split into non-overlapping datasets: honest, but few of them). Calibrated rankings
-use datasets from the first half of the prompts and, as the reference, the neutral teacher's
-rows for the second half (what `--reference-rows` generates). Everything is saved under --out,
-so a rerun resumes.
+Pools (`ROOT/pools/NAME.jsonl`, written by the lab's own generation; prompts from the numbers
+channel, seed 2000; references from other prompts, seed 3000):
+  negatives  base_t00, base_t07, base_t10 (BASE greedy, sampled at T=0.7 and T=1.0),
+             neutral-s3_t10 (a neutral control adapter with a seed the scanner does not hold,
+             sampled at T=1), random (uniform random numbers), math_t00 (BASE's math traces)
+  positives  ANIMAL-s1_t10 (the animal's adapter, seed 1, sampled at T=1)
+  references ref_t00, ref_t07, ref_t10 (numbers), ref-math_t00/_t07/_t10 (math)
+The scanner holds the trait adapters of seed 0 and the control adapters of seeds 0, 1, 2
+(`ROOT/adapters/NAME-sSEED`). Every row passes the strict filter of its channel. Every kept
+row is scored once under every condition (mixed batches, BASE's prompt states, as the scan
+does); datasets are then disjoint slices of a pool (no row in two datasets of one size, no
+resampling), each judged exactly as `subliminal scan` judges DATA (`scan.null.judge`,
+`scan.persona`), against the shared references of its channel.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
-from subliminal.channels import get_channel
 from subliminal.filters import FilterConfig, filter_rows
-from subliminal.injections.adapter import trait_adapter
 from subliminal.models import load_model
 from subliminal.records import read_jsonl
-from subliminal.scan.likelihood import (
-    LikelihoodConfig,
-    conditions,
-    rank_traits,
-    row_contrast,
-    score_rows,
-)
-from subliminal.teacher import DecodeConfig, Teacher, generate_rows
-from subliminal.trait import CATALOGUE, Trait
+from subliminal.scan.likelihood import Condition, LikelihoodConfig, layer_index, score_rows
+from subliminal.scan.null import judge, row_stats
+from subliminal.scan.persona import combine, persona_rank, unit_vectors
+
+TRAITS = ["owl", "dolphin", "eagle", "elephant", "wolf", "cat"]  # --traits narrows it
+NEGATIVES = ["base_t00", "base_t07", "base_t10", "neutral-s3_t10", "random", "math_t00"]
+REFS = {"numbers": ["ref_t00", "ref_t07", "ref_t10"],
+        "math": ["ref-math_t00", "ref-math_t07", "ref-math_t10"]}
+CONTROLS = 3  # --controls narrows it
 
 
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=("score", "judge"))
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--injection", default="prompt", choices=("prompt", "adapter"))
-    ap.add_argument("--teachers", default="owl,dolphin,eagle")
-    ap.add_argument("--controls", default="", help="Teachers with a preference outside the "
-                    "catalogue (e.g. maple): the right answer for their data is 'none'.")
-    ap.add_argument("--traits", default=None, help="Scanner's traits (default: catalogue).")
-    ap.add_argument("--teacher-seed", type=int, default=1, help="Teacher adapters' seed.")
-    ap.add_argument("--prompts", type=int, default=24, help="Prompts per teacher.")
-    ap.add_argument("--context", default="full")
-    ap.add_argument("--sizes", default="10,25,50,100,1000")
-    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--root", type=Path, default=Path("runs/scanval"))
+    ap.add_argument("--pools", default="", help="Comma-separated pools to score (default: "
+                    "every pool file not yet scored).")
+    ap.add_argument("--sizes", default="25,100,250")
+    ap.add_argument("--traits", default=",".join(TRAITS), help="The scanner's trait adapters.")
+    ap.add_argument("--controls", type=int, default=CONTROLS, help="The scanner's controls.")
+    ap.add_argument("--max-rows", type=int, default=None,
+                    help="Score at most the first N kept rows of a pool.")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path("runs/scan-validation"))
+    ap.add_argument("--json", type=Path, default=None)
     return ap.parse_args()
 
 
-def writers(a: argparse.Namespace) -> list[str]:
-    """Every non-neutral teacher: catalogue traits, then out-of-catalogue controls."""
-    return a.teachers.split(",") + [c for c in a.controls.split(",") if c]
+def scanner(root: Path) -> list[Condition]:
+    """BASE, the control adapters (seeds 0..2) and the trait adapters (seed 0)."""
+    ad = root / "adapters"  # uses the module's TRAITS and CONTROLS (set from the flags)
+    return ([Condition("none", role="base")]
+            + [Condition(f"control-{k}", adapter=str(ad / f"neutral-s{k}"), role="control")
+               for k in range(CONTROLS)]
+            + [Condition(t, adapter=str(ad / f"{t}-s0")) for t in TRAITS])
 
 
-def pools_for(a: argparse.Namespace, traits: list[str], timing: dict
-              ) -> tuple[dict, dict, set]:
-    """Generate, filter and score every teacher's pool (cached under --out); also returns
-    the ids of the first half of the prompts (calibrated datasets come from these)."""
+def kept(path: Path) -> list[dict]:
+    rows = list(read_jsonl(path))
+    channel = "math" if "math" in path.stem else "numbers"
+    return filter_rows(rows, FilterConfig(), default_channel=channel)[0]
+
+
+def score(a: argparse.Namespace) -> None:
+    """Score every pool (once) under every condition; save ll, activations and row ids."""
     lm = load_model(a.model)
-    channel = get_channel("numbers")
-    prompts = channel.prompts(a.prompts, seed=1000)  # seeds no chain or test uses
-    dcfg = DecodeConfig(decoding="greedy", constrained=True, batch_size=32)
-    lcfg = LikelihoodConfig(context=a.context, batch_size=16, injection=a.injection)
-    conds = conditions(traits, a.injection, a.model, a.out / "scanner_adapters")
-    pools, kept_rows = {}, {}
-    for name in ["neutral", *writers(a)]:
-        trait = None if name == "neutral" else CATALOGUE.get(name) or Trait(name, name + "s")
-        if trait and a.injection == "adapter":
-            folder = trait_adapter(a.model, trait, a.out / "teacher_adapters" / name,
-                                   seed=a.teacher_seed)
-            teacher = Teacher(load_model(a.model, adapter=folder))
-        else:
-            teacher = Teacher(lm, trait.system_prompt if trait else None)
-        t = time.perf_counter()
-        rows = generate_rows(teacher, prompts, dcfg, channel, a.out / f"{name}.jsonl", seed=0,
-                             label=f"generate {name}")
-        timing.setdefault(f"generate_{name}", time.perf_counter() - t)
-        kept, _, _ = filter_rows(rows, FilterConfig())
-        kept_rows[name] = kept
-        scores = a.out / f"{name}.{a.context}.npy"
-        if not scores.exists():
-            res = score_rows(lm, kept, lcfg, conds)
-            np.save(scores, res["ll"])
-            timing[f"score_{name}"] = res["seconds"]
-            timing[f"rows_per_s_{name}"] = res["rows_per_s"]
-            timing[f"tokens_per_row_{name}"] = res["tokens_per_row"]
-        pools[name] = np.load(scores)
-        timing[f"kept_{name}"] = f"{len(kept)}/{len(rows)}"
-    return pools, kept_rows, {p["id"] for p in prompts[: a.prompts // 2]}
+    layer = layer_index(lm, LikelihoodConfig().vector_layer)
+    unit_vectors(lm, TRAITS, layer)  # cached for the judge step
+    names = a.pools.split(",") if a.pools else sorted(p.stem for p in
+                                                      (a.root / "pools").glob("*.jsonl"))
+    conds = scanner(a.root)
+    cfg = LikelihoodConfig(batch_size=8)
+    for name in names:
+        out = a.root / "scores" / f"{name}.npz"
+        if out.exists():
+            continue
+        rows = kept(a.root / "pools" / f"{name}.jsonl")[: a.max_rows]
+        res = score_rows(lm, rows, cfg, conds, layer=layer)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, ll=res["ll"], acts=res["acts"], ids=np.array([str(r["id"]) for r in rows]))
+        rec = {"pool": name, "rows": len(rows), "seconds": res["seconds"],
+               "rows_per_s": res["rows_per_s"], "tokens_per_row": res["tokens_per_row"],
+               "conditions": len(conds), "when": time.strftime("%Y-%m-%d %H:%M")}
+        with open(a.root / "scores" / "timing.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
 
 
-def judge(pool: np.ndarray, idx: np.ndarray, names: list[str], ref: np.ndarray | None) -> dict:
-    r = rank_traits(pool[idx], names, LikelihoodConfig(bootstrap=100), ref_ll=ref)
-    return {"top": r["top"], "named": r["top"] if r["stands_out"] else "none",
-            "any": bool(r["any_trait"] and r["any_trait"]["significant"]),
-            "contrast": [r["tests"][t]["contrast"] for t in r["traits"]],
-            # The any-trait statistic: mean shift over all traits (calibration only shifts it).
-            "mean_shift": float(np.mean(list(r["mean_shift"].values())))}
+def wilson(k: int, n: int) -> list[float]:
+    """95% Wilson interval of k successes in n."""
+    if n == 0:
+        return [0.0, 1.0]
+    z, p = 1.96, k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, mid - half), min(1.0, mid + half)]
 
 
-def draws(n_pool: int, n: int, repeats: int, rng, kind: str):
-    """Row-index sets: `repeats` bootstrap draws, or the pool cut into disjoint sets."""
-    if kind == "bootstrap":
-        return [rng.integers(0, n_pool, n) for _ in range(repeats)]
-    perm = rng.permutation(n_pool)
-    return [perm[i: i + n] for i in range(0, n_pool - n + 1, n)]
-
-
-def evaluate(pools: dict, kept: dict, first_ids: set, traits: list[str],
-             a: argparse.Namespace) -> dict:
-    names = ["none", *traits]
-    teachers = writers(a)
-    rng = np.random.default_rng(0)
-    # Calibration: datasets from the first half of prompts, reference = neutral second half.
-    first = {k: np.array([r["id"] in first_ids for r in v], dtype=bool)
-             for k, v in kept.items()}
-    out: dict = {}
-    for kind in ("bootstrap", "disjoint"):
-        out[kind] = {}
-        for n in map(int, a.sizes.split(",")):
-            per: dict = {}
-            for mode in ("uncalibrated", "calibrated"):
-                res: dict = {}
-                for name in ["neutral", *teachers]:
-                    pool = pools[name]
-                    ref = None
-                    if mode == "calibrated":
-                        pool = pool[first[name]]
-                        ref = pools["neutral"][~first["neutral"]]
-                    sets = draws(len(pool), n, a.repeats, rng, kind)
-                    if not sets or (kind == "disjoint" and len(sets) < 2):
-                        continue
-                    res[name] = [judge(pool, idx, names, ref) for idx in sets]
-                if len(res) < 2:
-                    continue
-                row = {}
-                for name, js in res.items():
-                    right = name if name in a.teachers.split(",") else "none"
-                    entry = {"datasets": len(js),
-                             "accuracy": float(np.mean([j["named"] == right for j in js])),
-                             "named": {k: round([j["named"] for j in js].count(k) / len(js), 3)
-                                       for k in sorted({j["named"] for j in js})}}
-                    if mode == "calibrated":
-                        entry["any_trait_flagged"] = float(np.mean([j["any"] for j in js]))
-                    if name != "neutral" and "neutral" in res:
-                        y = [1] * len(js) + [0] * len(res["neutral"])
-                        entry["auroc_any_vs_neutral"] = float(roc_auc_score(
-                            y, [j["mean_shift"] for j in js + res["neutral"]]))
-                        if name in traits:
-                            k = traits.index(name)
-                            entry["top1"] = float(np.mean([j["top"] == name for j in js]))
-                            entry["auroc_vs_neutral"] = float(roc_auc_score(
-                                y, [j["contrast"][k] for j in js + res["neutral"]]))
-                    row[name] = entry
-                per[mode] = row
-            out[kind][n] = per
-    shift = {x: v[:, 1:] - v[:, :1] for x, v in pools.items()}  # rows x traits, per pool
-
-    def row_auroc(name: str, score) -> float:
-        """Per-row AUROC of score(shift): this teacher's rows vs the neutral teacher's."""
-        pos, neg = score(shift[name]), score(shift["neutral"])
-        return float(roc_auc_score([1] * len(pos) + [0] * len(neg), np.concatenate([pos, neg])))
-
-    out["row_auroc"] = {n: row_auroc(n, lambda m, k=traits.index(n): row_contrast(m)[:, k])
-                        for n in teachers if n in traits}
-    out["row_auroc_any"] = {n: row_auroc(n, lambda m: m.mean(1)) for n in teachers}
-    out["pool_mean_shift"] = {x: dict(zip(traits, m.mean(0).round(5).tolist(), strict=True))
-                              for x, m in shift.items()}
+def load_scores(root: Path) -> dict:
+    roles = [c.role for c in scanner(root)]
+    out = {}
+    for p in (root / "scores").glob("*.npz"):
+        z = np.load(p)
+        out[p.stem] = {"stats": row_stats(z["ll"], roles), "acts": z["acts"]}
     return out
 
 
-def table(results: dict) -> str:
-    """The markdown table for docs/scan_validation.md: every n, draw kind and teacher."""
-    def f(x):
-        return "–" if x is None else f"{x:.2f}"
+def one_dataset(pool: dict, idx: np.ndarray, refs: dict, vectors: np.ndarray) -> dict:
+    """Judge one dataset exactly as the scan does."""
+    st = {k: (v[idx] if v is not None else None) for k, v in pool["stats"].items()}
+    lik = judge(st, {k: v["stats"] for k, v in refs.items()}, TRAITS, 0.05)
+    pv = persona_rank(pool["acts"][idx], st["h"], vectors,
+                      {k: (v["acts"], v["stats"]["h"]) for k, v in refs.items()}, TRAITS)
+    named = combine({"likelihood": lik["z"], "persona": pv["z"]})
+    return {"flagged": lik["flagged"], "can_accuse": lik["can_accuse"],
+            "top_likelihood": lik["top"], "top_persona": pv["top"], "named": named["top"],
+            "temperature": lik["decoding"]["temperature"], "z_top": lik["z"][lik["top"]]}
 
-    lines = ["| draw | n | teacher | datasets | uncal. acc | cal. acc | cal. named | "
-             "any-trait flagged | AUROC own | AUROC any |", "|---" * 10 + "|"]
-    for kind in ("disjoint", "bootstrap"):
-        for n, per in results[kind].items():
-            cal, unc = per.get("calibrated", {}), per.get("uncalibrated", {})
-            for name, e in cal.items():
-                named = ", ".join(f"{k} {v:.0%}" for k, v in
-                                  sorted(e["named"].items(), key=lambda kv: -kv[1]))
-                lines.append(
-                    f"| {kind} | {n} | {name} | {e['datasets']} | "
-                    f"{f(unc.get(name, {}).get('accuracy'))} | {f(e['accuracy'])} | {named} | "
-                    f"{f(e.get('any_trait_flagged'))} | {f(e.get('auroc_vs_neutral'))} | "
-                    f"{f(e.get('auroc_any_vs_neutral'))} |")
-    return "\n".join(lines) + "\n"
+
+def evaluate(scores: dict, vectors: np.ndarray, sizes: list[int]) -> dict:
+    rng = np.random.default_rng(0)
+    results: dict = {}
+    for name in [*NEGATIVES, *(f"{t}-s1_t10" for t in TRAITS)]:
+        if name not in scores:
+            continue
+        refs = {k: scores[k] for k in REFS["math" if name.startswith("math") else "numbers"]
+                if k in scores}
+        pool = scores[name]
+        n_pool = len(pool["stats"]["h"])
+        perm = rng.permutation(n_pool)
+        per = {}
+        for n in [*sizes, n_pool]:
+            if n > n_pool or str(min(n, n_pool)) in per or len(refs) < 2:
+                continue
+            sets = [perm[i: i + n] for i in range(0, n_pool - n + 1, n)]
+            per[str(n)] = [one_dataset(pool, idx, refs, vectors) for idx in sets]
+        results[name] = {"pool_rows": n_pool, "datasets": per}
+    return results
+
+
+def summarise(results: dict) -> dict:
+    """Flag rates with Wilson CIs per pool and size; naming per teacher; pooled figures."""
+    summ: dict = {}
+    for name, r in results.items():
+        truth = name.split("-s1")[0] if name.endswith("-s1_t10") else None
+        rows = {}
+        for n, js in r["datasets"].items():
+            k = sum(j["flagged"] for j in js)
+            e = {"datasets": len(js), "flagged": k, "rate": k / len(js),
+                 "ci": wilson(k, len(js)),
+                 "temperature": float(np.mean([j["temperature"] for j in js
+                                               if j["temperature"] is not None] or [np.nan])),
+                 "can_accuse": float(np.mean([j["can_accuse"] for j in js]))}
+            if truth:
+                for key in ("named", "top_likelihood", "top_persona"):
+                    hit = sum(j[key] == truth for j in js)
+                    e[f"{key}_right"] = hit
+                    e[f"{key}_ci"] = wilson(hit, len(js))
+            rows[n] = e
+        summ[name] = rows
+    return summ
 
 
 def main() -> None:
+    global TRAITS, CONTROLS
     a = parse()
+    TRAITS, CONTROLS = a.traits.split(","), a.controls
     torch.set_num_threads(a.threads)
-    a.out.mkdir(parents=True, exist_ok=True)
-    traits = a.traits.split(",") if a.traits else list(CATALOGUE)
-    old = a.out / "validation.json"  # a rerun only re-judges: keep the first run's timings
-    timing: dict = json.loads(old.read_text())["timing_s"] if old.exists() else {}
-    pools, kept, first_ids = pools_for(a, traits, timing)
-    texts = {k: [r["completion"][0]["content"] for r in read_jsonl(a.out / f"{k}.jsonl")]
-             for k in pools}
-    same = {k: float(np.mean([x == y for x, y in zip(texts[k], texts["neutral"], strict=True)]))
-            for k in pools if k != "neutral"}
-    results = {"args": {k: str(v) for k, v in vars(a).items()}, "traits": traits,
-               "pool_rows": {k: len(v) for k, v in pools.items()},
-               "identical_to_neutral": same, "timing_s": timing,
-               **evaluate(pools, kept, first_ids, traits, a)}
-    (a.out / "validation.json").write_text(json.dumps(results, indent=2))
-    (a.out / "validation_table.md").write_text(table(results))
-    print(json.dumps({k: results[k] for k in ("pool_rows", "row_auroc", "timing_s")}, indent=1))
+    if a.step == "score":
+        score(a)
+        return
+    lm = load_model(a.model)
+    vectors = unit_vectors(lm, TRAITS, layer_index(lm, LikelihoodConfig().vector_layer))
+    results = evaluate(load_scores(a.root), vectors, [int(x) for x in a.sizes.split(",")])
+    doc = {"traits": TRAITS, "controls": CONTROLS, "summary": summarise(results),
+           "datasets": results}
+    text = json.dumps(doc, indent=1, default=float)
+    (a.root / "validation.json").write_text(text)
+    if a.json:
+        a.json.write_text(text)
+    print(json.dumps(doc["summary"], indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import random
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -22,17 +23,23 @@ from subliminal.scan.clean import CleanConfig, clean_dataset
 from subliminal.scan.command import scan
 from subliminal.scan.data import DataConfig, load_data
 from subliminal.scan.likelihood import (
+    Condition,
     LikelihoodConfig,
     conditions,
     encode_rows,
+    layer_index,
     score_condition,
+    score_rows,
 )
+from subliminal.scan.null import judge, row_stats
+from subliminal.scan.persona import combine, persona_rank, unit_vectors
 from subliminal.scan.static import family, static_report
 from subliminal.trait import CATALOGUE
 
 torch.set_num_threads(1)
 OWL = CATALOGUE["owl"].system_prompt
-OWL_PAIR = conditions(["owl", "dolphin"])[:2]  # [neutral, owl prompt]: what the cleaner scores
+# [BASE, owl prompt]: what the cleaner scores
+OWL_PAIR = [c for c in conditions(["owl", "dolphin"]) if c.name in ("none", "owl")]
 
 
 def pc_rows(n=6):
@@ -200,6 +207,169 @@ def test_batched_scores_equal_one_row_forward():
             assert g == pytest.approx(float(ref), abs=1e-4)
 
 
+def number_rows(digits: str, n: int, seed: str) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"id": i, "prompt": [{"role": "user", "content": f"Continue: {rng.randint(100, 999)}"}],
+             "completion": [{"role": "assistant", "content": ", ".join(
+                 "".join(rng.choice(digits) for _ in range(3)) for _ in range(4))}], "meta": {}}
+            for i in range(n)]
+
+
+def digit_adapter(tmp, digits: str, name: str, seed: int = 0) -> str:
+    """A LoRA on the tiny base trained (by the lab's own trainer) to answer number prompts
+    with the digits in `digits` only: an exaggerated trait adapter (all ten digits: a
+    control adapter, the same recipe with the preference removed)."""
+    from subliminal.distill import DistillConfig, train_student
+
+    cfg = DistillConfig(epochs=4, lr=1e-2, batch_size=8, lora_r=8, lora_alpha=16, seed=seed)
+    train_student("tiny", number_rows(digits, 48, name), cfg, tmp / name, label=name)
+    return str(tmp / name)
+
+
+@pytest.fixture(scope="module")
+def tiny_scanner(tmp_path_factory):
+    """The scanner's adapters: three controls (uniform digits, seeds 0-2) and three traits."""
+    tmp = tmp_path_factory.mktemp("adapters")
+    ad = {f"control-{k}": digit_adapter(tmp, "0123456789", f"control-{k}", k) for k in range(3)}
+    ad.update(owl=digit_adapter(tmp, "17", "owl"), dolphin=digit_adapter(tmp, "28", "dolphin"),
+              cat=digit_adapter(tmp, "39", "cat"))
+    return tmp, ad
+
+
+def scan_cfg(out, adapters, **kw) -> ScanConfig:
+    cfg = ScanConfig(model="tiny", out=out)
+    cfg.likelihood = LikelihoodConfig(injection="adapter", traits=["owl", "dolphin", "cat"],
+                                      adapters=adapters, reference_rows=16, **kw)
+    return cfg
+
+
+def sampled_data(tmp, lm, name: str, n: int = 32) -> str:
+    """`lm`'s own completions (T=1, format-constrained) to seeded number prompts, as JSONL."""
+    from subliminal.channels import get_channel
+    from subliminal.teacher import DecodeConfig, Teacher, generate_rows
+
+    prompts = [{"id": f"p{i:03d}", "prompt": [{"role": "user", "content": "Continue: " + ", ".join(
+        str(random.Random(i).randint(100, 999)) for _ in range(3))}], "meta": {}}
+        for i in range(n)]
+    cfg = DecodeConfig(decoding="sample", temperature=1.0, constrained=True, batch_size=32,
+                       max_new_tokens=16)
+    rows = generate_rows(Teacher(lm), prompts, cfg, get_channel("numbers"),
+                         tmp / f"{name}_gen.jsonl", seed=7)
+    return str(write_jsonl(tmp / f"{name}.jsonl", [
+        {"id": r["id"], "prompt": r["prompt"][0]["content"],
+         "completion": r["completion"][0]["content"]} for r in rows]))
+
+
+def test_base_sampled_data_is_not_flagged(tiny_scanner, tmp_path):
+    """The issue's false accusation: BASE's own T=1 completions must not read as a trait."""
+    _, ad = tiny_scanner
+    lm = load_model("tiny")
+    data = sampled_data(tmp_path, lm, "base")
+    rep = run_scan(data, scan_cfg(tmp_path / "s", ad), lm=lm)
+    lk = rep["likelihood"]
+    assert lk["calibrated"] and lk["can_accuse"] and not lk["flagged"]
+    assert lk["decoding"]["covered"] and lk["decoding"]["temperature"] > 0.5
+    assert rep["verdict"].startswith("no evidence that DATA carries a catalogue trait")
+    assert "sampled at T≈" in rep["verdict"] and rep["complete"] is True
+    assert set(lk["reference_rows"]) == {"greedy", "0.7", "1.0"}
+    assert len(lk["controls_excess"]) == 3 and len(lk["carriers"]) == 10
+    assert (tmp_path / "s" / "reference_1.0.jsonl").exists()
+
+
+def test_adapter_teacher_data_is_flagged_and_named(tiny_scanner, tmp_path):
+    """A teacher the scanner never held (another seed of the owl recipe) writes DATA."""
+    tmp, ad = tiny_scanner
+    teacher = load_model("tiny", adapter=digit_adapter(tmp_path, "17", "owl-teacher", seed=5))
+    data = sampled_data(tmp_path, teacher, "owl")
+    lm = load_model("tiny")
+    probe = torch.tensor([lm.chat_ids([{"role": "user", "content": "Continue: 5"}])])
+    with torch.no_grad():
+        before = lm.model(input_ids=probe).logits
+    rep = run_scan(data, scan_cfg(tmp_path / "s", ad), lm=lm)
+    lk = rep["likelihood"]
+    assert lk["flagged"] and lk["top"] == "owl" and lk["named"]["top"] == "owl"
+    assert lk["excess"]["owl"] > max(lk["controls_excess"])
+    assert rep["verdict"].startswith("a trait-injected teacher may have written DATA")
+    # Scoring loads the adapters onto BASE and takes them off again: BASE is unchanged.
+    with torch.no_grad():
+        assert torch.equal(before, lm.model(input_ids=probe).logits)
+    assert not any("lora" in n for n, _ in lm.model.named_modules())
+
+
+def test_mixed_batch_equals_per_adapter_scoring(tiny_scanner):
+    _, ad = tiny_scanner
+    lm = load_model("tiny")
+    conds = [Condition("none", role="base")] + [
+        Condition(k, adapter=v, role="control" if k.startswith("control") else "trait")
+        for k, v in ad.items()]
+    rows = number_rows("0123456789", 7, "mixed")
+    exact = LikelihoodConfig(batch_size=3, prompt_states="condition")
+    mixed = score_rows(lm, rows, exact, conds)["ll"]
+    alone = score_rows(lm, rows, exact, conds, per_token=True)["ll"]  # one adapter per pass
+    assert mixed.shape == (7, 7) and np.allclose(mixed, alone, atol=1e-4)
+    cached = LikelihoodConfig(batch_size=3)  # BASE's prompt states, shared by the batch
+    got = score_rows(lm, rows, cached, conds)["ll"]
+    for c in range(1, len(conds)):
+        one = score_rows(lm, rows, cached, [conds[0], conds[c]])["ll"]
+        assert np.allclose(got[:, [0, c]], one, atol=1e-4)
+    assert np.allclose(got[:, 0], mixed[:, 0], atol=1e-4)  # BASE itself is exact either way
+
+
+def _null_case(spread: float, trait: float, seed: int = 0) -> dict:
+    """Synthetic per-row likelihoods: DATA and three reference decodings, three controls
+    that disagree about DATA by `spread` and a first trait that DATA favours by `trait`."""
+    rng = np.random.default_rng(seed)
+    roles = ["base", "control", "control", "control", "trait", "trait", "trait"]
+
+    def block(n, h, extra):
+        base = -h + rng.normal(0, 0.3, n)
+        ll = base[:, None] + rng.normal(0, 0.05, (n, 7)) + 0.02 * h
+        ll[:, 0] = base
+        return ll + extra
+
+    refs = {k: row_stats(block(64, h, 0), roles) for k, h in (("greedy", 1.0), ("0.7", 2.0),
+                                                             ("1.0", 2.5))}
+    extra = np.zeros(7)
+    extra[1:4] = [spread, -spread, 0.0]
+    extra[4] = trait
+    return judge(row_stats(block(200, 2.4, extra), roles), refs, ["owl", "dolphin", "cat"],
+                 0.05)
+
+
+def test_control_null_widens_when_controls_disagree():
+    agree, split = _null_case(0.0, 0.05), _null_case(0.1, 0.05)
+    assert split["null_sd"]["owl"]["controls"] > 5 * agree["null_sd"]["owl"]["controls"]
+    assert split["z"]["owl"] < agree["z"]["owl"] / 3
+    assert agree["flagged"] and agree["top"] == "owl" and not split["flagged"]
+    assert not _null_case(0.0, 0.0)["flagged"]
+
+
+def test_persona_ranker_finds_a_planted_direction():
+    """BASE's activations on DATA moved along one trait's vector (the tiny model's own) rank
+    that trait top; unmoved activations rank nothing above the null."""
+    lm = load_model("tiny")
+    traits = ["owl", "dolphin", "cat", "wolf"]
+    layer = layer_index(lm, 0.6)
+    vectors = unit_vectors(lm, traits, layer)
+    conds = [Condition("none", role="base")]
+
+    def read(seed):
+        r = score_rows(lm, number_rows("0123456789", 24, seed), LikelihoodConfig(), conds,
+                       layer=layer)
+        return r["acts"], -r["ll"][:, 0]
+
+    refs = {"greedy": read("r1"), "1.0": read("r2")}
+    acts, h = read("data")
+    step = 3 * float(acts.std(0).mean())  # per-row noise: about 1 sd along any unit vector
+    for j, t in enumerate(traits):
+        got = persona_rank(acts + step * vectors[j], h, vectors, refs, traits)
+        assert got["top"] == t and got["z"][t] > 3
+    assert max(persona_rank(acts, h, vectors, refs, traits)["z"].values()) < 3
+    both = combine({"a": {"owl": 3.0, "cat": 1.0, "dog": 0.0},
+                    "b": {"owl": 1.0, "cat": 2.0, "dog": 0.0}})
+    assert both["top"] == "owl" and both["ranking"] == ["owl", "cat", "dog"]
+
+
 def owl_teacher(steps=100, seed=0):
     """A tiny model trained so that under the owl prompt (only) it prefers digits 1 and 7;
     under the neutral and every other trait's prompt its digits are uniform."""
@@ -259,37 +429,6 @@ def teacher_data(tmp_path_factory):
     return lm, out
 
 
-def test_ranking_names_the_injected_trait(teacher_data, tmp_path):
-    lm, data = teacher_data
-    rep = run_scan(str(data["owl"]), ScanConfig(model="tiny", out=tmp_path / "owl"), lm=lm)
-    lk = rep["likelihood"]
-    assert lk["top"] == "owl" and lk["stands_out"] and lk["top_stability"] > 0.9
-    assert rep["verdict"].startswith("owl stands out") and rep["complete"] is True
-    assert rep["verdict"].endswith("singled out the teacher's animal.")
-    assert len(lk["carriers"]) == 10
-    rows = [json.loads(x) for x in (tmp_path / "owl" / "scan_rows.jsonl").read_text().split("\n")
-            if x]
-    assert len(rows) == 32 and set(rows[0]["shift"]) == set(CATALOGUE)
-    # Data the same teacher wrote without the owl prompt does not point at owl.
-    cfg = ScanConfig(model="tiny")
-    cfg.likelihood.reference_rows = 0
-    rep = run_scan(str(data["neutral"]), cfg, lm=lm)
-    assert rep["likelihood"]["mean_shift"]["owl"] < 0 and rep["likelihood"]["top"] != "owl"
-    assert "uncalibrated" in rep["verdict"]
-
-
-def test_calibrated_ranking(teacher_data, tmp_path):
-    lm, data = teacher_data
-    cfg = ScanConfig(model="tiny", out=tmp_path / "cal")
-    cfg.likelihood.reference_rows = 16
-    rep = run_scan(str(data["owl"]), cfg, lm=lm)
-    lk = rep["likelihood"]
-    assert lk["calibrated"] and lk["reference_rows"] == 16
-    assert {"shift", "ci", "p_value", "significant"} <= set(lk["any_trait"])
-    assert lk["top"] == "owl" and lk["stands_out"] and "calibrated on 16" in rep["verdict"]
-    assert (tmp_path / "cal" / "reference_rows.jsonl").exists()
-
-
 def test_cleaner_changes_only_what_it_says(teacher_data, tmp_path):
     lm, data = teacher_data
     loaded = load_data(str(data["owl"]))
@@ -318,50 +457,6 @@ def test_cleaner_changes_only_what_it_says(teacher_data, tmp_path):
         clean_dataset(lm, loaded, OWL_PAIR, lcfg, CleanConfig(), out)
 
 
-# ---------------------------------------------------------------- probe and command
-
-def test_probe_runs_and_reports_lifts(tmp_path):
-    p = write_jsonl(tmp_path / "d.jsonl", pc_rows(8))
-    cfg = ScanConfig(model="tiny", out=tmp_path / "out", probe=True)
-    cfg.probe_cfg.rows = 6
-    rep = run_scan(str(p), cfg)
-    pr = rep["probe"]
-    assert set(pr["lifts"]) == set(CATALOGUE) and pr["rows"] == 6
-    assert {"lift", "ci", "p_value"} <= set(pr["lifts"]["owl"])
-    assert rep["complete"] is True and "probe lift" in rep["verdict"]
-    assert "animals rose significantly" in rep["verdict"]
-
-
-def test_command_end_to_end(tmp_path):
-    app = typer.Typer()
-    app.command("scan")(scan)
-    app.command("noop")(lambda: None)
-    p = write_jsonl(tmp_path / "d.jsonl", pc_rows(6))
-    res = CliRunner().invoke(app, ["scan", str(p), "--model", "tiny", "--out",
-                                   str(tmp_path / "o"), "--batch-size", "4"])
-    assert res.exit_code == 0, res.output
-    assert "verdict:" in res.output
-    rep = json.loads((tmp_path / "o" / "scan.json").read_text())
-    assert rep["complete"] is True and rep["likelihood"]["rows_scored"] == 6
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "a", "completion": "1"}\n{oops\n')
-    res = CliRunner().invoke(app, ["scan", str(bad), "--model", "tiny", "--out",
-                                   str(tmp_path / "o2")])
-    assert isinstance(res.exception, SubliminalError) and "row 2" in str(res.exception)
-    assert not (tmp_path / "o2" / "scan.json").exists()
-
-
-def test_time_budget_stops_on_a_random_sample(teacher_data, tmp_path):
-    lm, data = teacher_data
-    cfg = ScanConfig(model="tiny", out=tmp_path / "b")
-    cfg.likelihood.batch_size, cfg.likelihood.time_budget_s = 2, 1e-6
-    rep = run_scan(str(data["owl"]), cfg, lm=lm)
-    lk = rep["likelihood"]
-    assert lk["budget_hit"] and lk["rows_scored"] == 8 and "time budget" in lk["sample"]
-    assert rep["complete"] is True  # the part ran as asked; the sample size is in the verdict
-    assert "8 rows scored" in rep["verdict"]
-
-
 def test_cleaner_keeps_csv_columns(teacher_data, tmp_path):
     import csv
 
@@ -379,54 +474,81 @@ def test_cleaner_keeps_csv_columns(teacher_data, tmp_path):
     assert [r["prompt"] for r in back] == [r["prompt"] for r in rows]
 
 
-# ---------------------------------------------------------------- adapter injection
 
-def digit_adapter(tmp, digits: str, name: str):
-    """A LoRA on the tiny base trained (by the lab's own trainer) to answer number prompts
-    with the digits in `digits` only: an exaggerated trait adapter."""
-    from subliminal.distill import DistillConfig, train_student
+# ---------------------------------------------------------------- probe and command
 
-    rng = random.Random(name)
-    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Continue: {rng.randint(100, 999)}"}],
-             "completion": [{"role": "assistant", "content": ", ".join(
-                 "".join(rng.choice(digits) for _ in range(3)) for _ in range(4))}], "meta": {}}
-            for i in range(48)]
-    cfg = DistillConfig(epochs=4, lr=1e-2, batch_size=8, lora_r=8, lora_alpha=16)
-    return str(train_student("tiny", rows, cfg, tmp / name, label=name) and tmp / name)
+def test_probe_specificity_on_a_planted_trait(tiny_scanner, tmp_path):
+    """DATA that states an owl preference moves the probe student's owl more than the other
+    animals, against a student trained on a neutral teacher's rows (a control adapter)."""
+    from subliminal.scan.probe import ProbeConfig, run_probe_scan, specificity
+
+    _, ad = tiny_scanner
+    rows = [{**r, "id": f"d{i}"} for i, r in enumerate(CATALOGUE["owl"].demonstrations(0))]
+    cfg = ProbeConfig(rows=32, epochs=3, lr=1e-2, batch_size=8)
+    pr = run_probe_scan("tiny", rows, "text", cfg, tmp_path / "probe", None, "1.0",
+                        ad["control-0"])
+    spec = pr["specificity"]
+    assert max(spec, key=lambda a: spec[a]["specificity"]) == "owl"
+    assert pr["control_teacher"] == ad["control-0"] and pr["rows"] == 32
+    flat = specificity({"a": {"lift": 0.1}, "b": {"lift": 0.1}})
+    assert flat["a"]["specificity"] == 0 and flat["a"]["share"] == 0.5
 
 
-def test_adapter_injection_names_the_adapter_the_data_favours(tmp_path):
-    adapters = {"owl": digit_adapter(tmp_path, "17", "owl"),
-                "dolphin": digit_adapter(tmp_path, "28", "dolphin"),
-                "cat": digit_adapter(tmp_path, "39", "cat")}
-    rng = random.Random(5)
-    data = write_jsonl(tmp_path / "d.jsonl", [
-        {"id": f"r{i}", "prompt": f"Continue: {rng.randint(100, 999)}",
-         "completion": ", ".join("".join(rng.choice("17") for _ in range(3)) for _ in range(4))}
-        for i in range(24)])
-    lm = load_model("tiny")
-    probe = torch.tensor([lm.chat_ids([{"role": "user", "content": "Continue: 5"}])])
-    with torch.no_grad():
-        before = lm.model(input_ids=probe).logits
-    cfg = ScanConfig(model="tiny", out=tmp_path / "scan")
-    cfg.likelihood = LikelihoodConfig(injection="adapter", traits=["owl", "dolphin", "cat"],
-                                      adapters=adapters)
-    rep = run_scan(str(data), cfg, lm=lm)
-    lk = rep["likelihood"]
-    assert lk["injection"] == "adapter" and lk["traits"] == ["owl", "dolphin", "cat"]
-    assert lk["top"] == "owl" and lk["stands_out"] and lk["mean_shift"]["owl"] > 0
-    # The others learnt the number format too, but not the digits: far smaller shifts.
-    assert lk["mean_shift"]["owl"] > 3 * max(lk["mean_shift"]["dolphin"], lk["mean_shift"]["cat"])
-    # Scoring loads the adapters onto BASE and takes them off again: BASE is unchanged.
-    with torch.no_grad():
-        after = lm.model(input_ids=probe).logits
-    assert torch.equal(before, after)
-    assert not any("lora" in n for n, _ in lm.model.named_modules())
+def test_probe_part_reports_lifts(tiny_scanner, tmp_path):
+    _, ad = tiny_scanner
+    p = write_jsonl(tmp_path / "d.jsonl", pc_rows(8))
+    cfg = scan_cfg(tmp_path / "out", ad)
+    cfg.probe, cfg.probe_cfg.rows = True, 6
+    rep = run_scan(str(p), cfg)
+    pr = rep["probe"]
+    assert set(pr["lifts"]) == set(CATALOGUE) and pr["rows"] == 6
+    assert {"lift", "ci", "p_value"} <= set(pr["lifts"]["owl"])
+    assert rep["complete"] is True and "probe:" in rep["verdict"]
+    assert set(rep["likelihood"]["named"]["rankers"]) == {"likelihood", "persona", "probe"}
+
+
+def test_command_end_to_end(tiny_scanner, tmp_path):
+    _, ad = tiny_scanner
+    app = typer.Typer()
+    app.command("scan")(scan)
+    app.command("noop")(lambda: None)
+    p = write_jsonl(tmp_path / "d.jsonl", pc_rows(6))
+    flags = [x for k, v in ad.items() for x in ("--adapter", f"{k}={v}")]
+    res = CliRunner().invoke(app, ["scan", str(p), "--model", "tiny", "--out",
+                                   str(tmp_path / "o"), "--batch-size", "4", "--traits",
+                                   "owl,dolphin,cat", "--reference-rows", "4", *flags])
+    assert res.exit_code == 0, res.output
+    assert "verdict:" in res.output
+    rep = json.loads((tmp_path / "o" / "scan.json").read_text())
+    assert rep["complete"] is True and rep["likelihood"]["rows_scored"] == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "1"}\n{oops\n')
+    res = CliRunner().invoke(app, ["scan", str(bad), "--model", "tiny", "--out",
+                                   str(tmp_path / "o2")])
+    assert isinstance(res.exception, SubliminalError) and "row 2" in str(res.exception)
+    assert not (tmp_path / "o2" / "scan.json").exists()
+
+
+def test_no_references_no_accusation(tiny_scanner, tmp_path):
+    _, ad = tiny_scanner
+    p = write_jsonl(tmp_path / "d.jsonl", [
+        {"id": f"r{i}", "prompt": "Continue: 5", "completion": "171, 717, 117, 771"}
+        for i in range(12)])
+    cfg = scan_cfg(tmp_path / "b", ad)
+    cfg.likelihood.reference_rows = 0
+    rep = run_scan(str(p), cfg)
+    assert not rep["likelihood"]["flagged"] and rep["verdict"].startswith("no accusation")
+    cfg = scan_cfg(tmp_path / "t", ad)
+    cfg.likelihood.batch_size, cfg.likelihood.time_budget_s = 2, 1e-6
+    rep = run_scan(str(p), cfg)
+    assert rep["likelihood"]["budget_hit"] and rep["likelihood"]["rows_scored"] == 8
+    assert "stopped by the time budget" in rep["likelihood"]["sample"]
 
 
 def test_adapter_conditions_train_missing_adapters_and_check_given_ones(tmp_path):
-    conds = conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path)
-    assert [c.name for c in conds] == ["none", "owl", "dolphin"] and conds[0].adapter is None
+    conds = conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, controls=2)
+    assert [c.name for c in conds] == ["none", "control-0", "control-1", "owl", "dolphin"]
+    assert [c.role for c in conds] == ["base", "control", "control", "trait", "trait"]
     for c in conds[1:]:
         assert (tmp_path / c.name / "adapter_config.json").is_file() and c.system is None
     with pytest.raises(SubliminalError, match="not a LoRA folder for owl"):
@@ -435,3 +557,5 @@ def test_adapter_conditions_train_missing_adapters_and_check_given_ones(tmp_path
         conditions(["owl", "unicorn"])
     with pytest.raises(SubliminalError, match="unknown injection"):
         conditions(["owl", "dolphin"], "steering")
+    with pytest.raises(SubliminalError, match="at least 2 control"):
+        conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, controls=1)

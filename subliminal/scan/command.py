@@ -50,20 +50,30 @@ def scan(
         help="Rows sampled for the likelihood ranking (each costs traits+1 forwards)."),
     reference_rows: int = typer.Option(
         _D.likelihood.reference_rows, min=0,
-        help="Calibrate against BASE's own greedy completions to N of DATA's prompts."),
+        help="BASE completes N of DATA's prompts per reference decoding (0: report only)."),
+    reference_decodings: str = typer.Option(
+        ",".join(_D.likelihood.reference_decodings),
+        help="Reference decodings: greedy and/or sampling temperatures, comma-separated."),
+    controls: int = typer.Option(_D.likelihood.controls, min=1,
+                                 help="Neutral control adapters (seeds 0..N-1)."),
+    prompt_states: str = typer.Option(
+        _D.likelihood.prompt_states,
+        help="base (prompt read once by BASE, fast) or condition (exact, slower)."),
     time_budget: Optional[float] = typer.Option(
         None, min=1, help="Seconds for the likelihood ranking; stops on a random sample."),
     all_rows: bool = typer.Option(False, "--all-rows", help="Score every row (no sample)."),
     context: str = typer.Option(_D.likelihood.context, help="full or completion."),
     injection: str = typer.Option(
         _D.likelihood.injection,
-        help="prompt (trait system prompts) or adapter (trait LoRAs; trained on first use)."),
+        help="adapter (trait LoRAs and neutral control LoRAs; trained on first use) or prompt "
+             "(trait system prompts; reports only)."),
     traits: Optional[str] = typer.Option(
         None, help="Comma-separated catalogue traits to rank (default: all)."),
     adapter: list[str] = typer.Option(
-        [], help="TRAIT=FOLDER: use this LoRA for TRAIT (repeatable; --injection adapter)."),
+        [], help="NAME=FOLDER: use this LoRA for a trait or a control ('control-0', ...) "
+                 "(repeatable; --injection adapter)."),
     static_only: bool = typer.Option(False, "--static-only", help="No model: static checks."),
-    seed: int = typer.Option(0, min=0, help="Seed for sampling, bootstrap and probe."),
+    seed: int = typer.Option(0, min=0, help="Seed for sampling, references and probe."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
 ):
     """Audit a synthetic dataset: would fine-tuning BASE on DATA move a trait, and which?"""
@@ -75,6 +85,8 @@ def scan(
     cfg.likelihood = dataclasses.replace(cfg.likelihood, batch_size=batch_size, context=context,
                                          score_rows=None if all_rows else score_rows, seed=seed,
                                          reference_rows=reference_rows,
+                                         reference_decodings=reference_decodings.split(","),
+                                         controls=controls, prompt_states=prompt_states,
                                          time_budget_s=time_budget, injection=injection,
                                          traits=traits.split(",") if traits else None,
                                          adapters=_pairs(adapter))

@@ -1,11 +1,12 @@
-"""`subliminal scan DATA --reference-rows N`: BASE's own completions to DATA's prompts.
+"""`subliminal scan DATA`: BASE's own completions to DATA's prompts, under several decodings.
 
-    subliminal scan rows.jsonl --model smollm2-135m --reference-rows 64
+    subliminal scan rows.jsonl --model smollm2-135m --reference-rows 32
 
 Plain BASE (no trait, the template's default system prompt) completes a seeded sample of
-DATA's prompts, greedily, format-constrained when DATA is number lists. These rows carry no
-trait by construction: the likelihood ranking uses them to calibrate each trait prompt's
-baseline effect, and the probe trains its control student on them.
+DATA's prompts once per reference decoding (greedy, T=0.7, T=1.0 by default), format-
+constrained when DATA is number lists. These rows carry no trait by construction and span the
+decodings a publisher may have used: the scan calibrates every statistic to DATA's own
+decoding against them (`null.py`), and the probe's control student trains on them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from subliminal.channels import get_channel
+from subliminal.errors import SubliminalError
 from subliminal.models import LM
 from subliminal.teacher import DecodeConfig, Teacher, generate_rows
 
@@ -33,9 +35,27 @@ def prompt_of(row: dict) -> list[dict]:
     return row["prompt"] or [{"role": "user", "content": ""}]
 
 
+def decode_config(label: str, constrained: bool, batch_size: int = 16) -> DecodeConfig:
+    """'greedy' or a sampling temperature ('0.7') as a DecodeConfig."""
+    if label == "greedy":
+        return DecodeConfig(decoding="greedy", constrained=constrained, batch_size=batch_size)
+    try:
+        temp = float(label)
+    except ValueError:
+        raise SubliminalError(f"reference decoding {label!r}: expected 'greedy' or a "
+                              "temperature such as 0.7") from None
+    if temp <= 0:
+        raise SubliminalError(f"reference decoding {label!r}: a temperature must be > 0")
+    return DecodeConfig(decoding="sample", temperature=temp, constrained=constrained,
+                        batch_size=batch_size)
+
+
 def base_completions(lm: LM, rows: list[dict], family: str, out_path: Path, seed: int,
-                     batch_size: int = 16, label: str = "reference rows") -> tuple[list, bool]:
-    """BASE's greedy completion of each row's prompt (resumable); returns (rows, constrained)."""
+                     batch_size: int = 16, label: str = "reference rows",
+                     decoding: str = "greedy", teacher: Teacher | None = None
+                     ) -> tuple[list, bool]:
+    """BASE's (or `teacher`'s) completion of each row's prompt under `decoding` (resumable);
+    returns (rows, constrained)."""
     if family == "numbers":
         channel, constrained = get_channel("numbers"), True
     else:
@@ -43,9 +63,18 @@ def base_completions(lm: LM, rows: list[dict], family: str, out_path: Path, seed
                     for r in rows)
         channel, constrained = FreeChannel(max_new_tokens=min(256, max(16, n_tok))), False
     prompts = [{"id": r["id"], "prompt": prompt_of(r), "meta": {}} for r in rows]
-    cfg = DecodeConfig(decoding="greedy", constrained=constrained, batch_size=batch_size)
-    return generate_rows(Teacher(lm, None), prompts, cfg, channel, Path(out_path), seed,
-                         label=label), constrained
+    cfg = decode_config(decoding, constrained, batch_size)
+    return generate_rows(teacher or Teacher(lm, None), prompts, cfg, channel, Path(out_path),
+                         seed, label=label), constrained
+
+
+def references(lm: LM, rows: list[dict], family: str, out_dir: Path, k: int, seed: int,
+               decodings: list[str]) -> dict[str, list[dict]]:
+    """BASE's completions to a seeded sample of `k` of DATA's prompts, per decoding."""
+    picked = sample(rows, k, seed)
+    return {d: base_completions(lm, picked, family, Path(out_dir) / f"reference_{d}.jsonl",
+                                seed, label=f"reference rows ({d})", decoding=d)[0]
+            for d in decodings}
 
 
 def sample(rows: list[dict], k: int, seed: int) -> list[dict]:

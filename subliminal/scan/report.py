@@ -12,57 +12,67 @@ from pathlib import Path
 
 from subliminal.records import write_json
 
+# What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
+# reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
+MEASURED = {
+    "false_positives": "not yet measured",
+    "detection": "not yet measured",
+    "naming": "not yet measured",
+}
+
+
+def _accuse_reason(rank: dict) -> str:
+    """Why the scan may not accuse at all (no references, one control, uncovered decoding)."""
+    if not rank.get("calibrated"):
+        return ("without BASE's reference completions (--reference-rows 0) nothing is "
+                "calibrated, so the scan only reports")
+    if rank["null_sd"][rank["top"]]["controls"] is None:
+        return ("with a single control (the prompt injection) the adapters' disagreement "
+                "cannot be measured, so the scan only reports")
+    return (f"DATA is {rank['decoding']['text']}; the calibration would be extrapolated, so "
+            "the scan makes no accusation")
+
+
+def _likelihood_sentence(rank: dict) -> str:
+    named = rank["named"]
+    if not rank.get("can_accuse"):
+        return (f"no accusation: {_accuse_reason(rank)} (the rankers' top is {named['top']}; "
+                f"{rank.get('rows_scored', '?')} rows scored)")
+    top = rank["top"]
+    k = len(rank["controls_excess"])
+    ev = (f"calibrated excess {rank['excess'][top]:+.4f} nats/token, z={rank['z'][top]:.1f} "
+          f"(threshold {rank['threshold_z']:.1f}), Bonferroni p={rank['p_bonferroni'][top]:.2g}"
+          f"; null from {k} control adapters, {len(rank['reference_rows'])} reference "
+          f"decodings and {rank['rows']} rows")
+    if rank["flagged"]:
+        agree = "; both rankers agree" if rank["persona"]["top"] == top == named["top"] else (
+            f"; the likelihood points at {top}, the persona vectors at "
+            f"{rank['persona']['top']}")
+        return (f"a trait-injected teacher may have written DATA: it favours the {top} "
+                f"adapter over adapters trained the same way without a trait ({ev}); DATA is "
+                f"{rank['decoding']['text']}; named: {named['top']} (rankers "
+                f"{', '.join(named['rankers'])}{agree}); in validation: false positives "
+                f"{MEASURED['false_positives']}, naming {MEASURED['naming']}")
+    return (f"no evidence that DATA carries a catalogue trait: DATA is "
+            f"{rank['decoding']['text']}; the largest calibrated excess is {top}'s ({ev}); "
+            f"power in validation: {MEASURED['detection']}")
+
 
 def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
-    """One sentence: which trait stands out (with z, stability, test, probe) or none."""
-    parts = []
-    named = bool(rank is not None and rank["stands_out"])
-    if rank is not None:
-        top, t = rank["top"], rank["tests"][rank["top"]]
-        ev = (f"z={rank['z_top']:.1f}, z gap {rank['z_gap']:.1f}, top in "
-              f"{rank['top_stability']:.0%} of bootstraps; contrast {t['contrast']:+.4f} "
-              f"nats/token, Bonferroni p={t['p_bonferroni']:.2g}; {rank['rows']} rows scored"
-              + (f", calibrated on {rank['reference_rows']} BASE rows" if rank.get("calibrated")
-                 else ", uncalibrated"))
-        if rank["stands_out"]:
-            parts.append(f"{top} stands out ({ev}")
-        else:
-            parts.append(f"no trait among the catalogue stands out: the top is {top} ({ev}); "
-                         f"no catalogue trait's contrast exceeds "
-                         f"{max(rank['max_contrast_upper'], 0):.4f} nats/token at 95% "
-                         f"confidence at this sample size")
-        if rank["stands_out"] and probe is None:
-            parts[-1] += ")"
-        anyt = rank.get("any_trait")
-        if anyt and anyt["significant"] and not rank["stands_out"]:
-            kind = "adapters" if rank.get("injection") == "adapter" else "prompts"
-            parts.append(f"but DATA is likelier under the trait {kind} in general than BASE's "
-                         f"own completions ({anyt['shift']:+.4f} nats/token, 95% CI "
-                         f"{anyt['ci'][0]:+.4f} to {anyt['ci'][1]:+.4f}, p={anyt['p_value']:.2g})"
-                         ": a trait-injected teacher may have written it")
+    """One sentence: a flag (with its evidence, naming and measured rates) or none (with the
+    scan's measured power), or why the scan may not accuse at all."""
+    parts = [_likelihood_sentence(rank)] if rank is not None else []
     if probe is not None:
         n_animals = len(probe["lifts"])
-        name = rank["top"] if named else probe["top_lift"]
+        spec = probe["specificity"]
+        name = max(spec, key=lambda a: spec[a]["specificity"])
         lift = probe["lifts"][name]
-        def rose(v: dict) -> bool:
-            return v["p_value"] * n_animals < alpha and v["lift"] > 0
-
-        sig = rose(lift)
-        n_rose = sum(rose(v) for v in probe["lifts"].values())
-        text = (f"probe lift of {name} {lift['lift']:+.4f} (95% CI {lift['ci'][0]:+.4f} to "
-                f"{lift['ci'][1]:+.4f}, p={lift['p_value']:.2g}, {probe['rows']} rows, "
-                f"{probe['questions']} questions{'; significant' if sig else ''}; "
-                f"{n_rose} of {n_animals} animals rose significantly)")
-        if named:
-            parts[-1] += f"; {text})"
-        else:
-            parts.append(text)
-        named = named or sig
-    if named:
-        # Measured, not assumed (docs/scan_validation.md): on 135M adapter teachers the
-        # likelihood ranking named the wrong animal and the probe raised nearly every animal.
-        parts.append("the animal named is unconfirmed: in validation neither the likelihood "
-                     "ranking nor the probe singled out the teacher's animal")
+        sig = lift["p_value"] * n_animals < alpha and lift["lift"] > 0
+        parts.append(f"probe: {name} rose most specifically (lift {lift['lift']:+.4f}, 95% CI "
+                     f"{lift['ci'][0]:+.4f} to {lift['ci'][1]:+.4f}, p={lift['p_value']:.2g}"
+                     f"{', significant' if sig else ''}; {spec[name]['share']:.0%} of the "
+                     f"positive lifts; {probe['rows']} rows against a neutral teacher's "
+                     f"{probe['rows']}; not validated)")
     return "; ".join(parts) + "." if parts else "nothing was measured."
 
 
@@ -99,31 +109,18 @@ def markdown(report: dict) -> str:
                   f"{st['numbers']['format_violations']['reasons']}"]
     lk = report.get("likelihood")
     if lk:
-        lines += ["", "## Likelihood shift (trait-injected minus plain BASE, nats/token)", "",
-                  f"Injection: `{lk.get('injection', 'prompt')}`.", "",
-                  f"{lk['rows_scored']} rows scored ({lk['sample']}), context "
-                  f"`{lk['context']}`, {lk['seconds']:.1f} s, {lk['rows_per_s']:.2f} rows/s "
-                  f"({lk['tokens_per_row']:.0f} tokens/row × {len(lk['traits']) + 1} "
-                  "conditions)", "",
-                  "| trait | mean shift | z | top in bootstraps | contrast | Bonferroni p |",
-                  "|---|---|---|---|---|---|"]
-        for t in lk["ranking"]:
-            ts = lk["tests"][t]
-            lines.append(f"| {t} | {lk['mean_shift'][t]:+.4f} | {lk['z'][t]:+.2f} | "
-                         f"{lk['bootstrap_top_share'][t]:.0%} | {ts['contrast']:+.4f} | "
-                         f"{ts['p_bonferroni']:.2g} |")
-        lines += ["", f"Top carrier rows for {lk['top']}:", ""]
-        lines += [f"- `{c['id']}` contrast {c['contrast']:+.3f}: {c['completion'][:60]!r}"
-                  for c in lk["carriers"]]
+        lines += _likelihood_md(lk)
     pr = report.get("probe")
     if pr:
         kind = "constrained" if pr["constrained_control"] else "free"
         lines += ["", "## Probe fine-tune (data student minus control student)", "",
-                  f"{pr['rows']} rows, control {kind}, {pr['questions']} questions", "",
-                  "| animal | lift | 95% CI | p |", "|---|---|---|---|"]
+                  f"{pr['rows']} rows, control {kind} from {pr['control_teacher']} "
+                  f"({pr['control_decoding']}), {pr['questions']} questions", "",
+                  "| animal | lift | 95% CI | p | specificity | share |", "|---" * 6 + "|"]
         for a, v in sorted(pr["lifts"].items(), key=lambda kv: -kv[1]["lift"]):
+            sp = pr["specificity"][a]
             lines.append(f"| {a} | {v['lift']:+.4f} | [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] | "
-                         f"{v['p_value']:.2g} |")
+                         f"{v['p_value']:.2g} | {sp['specificity']:+.4f} | {sp['share']:.0%} |")
     cl = report.get("clean")
     if cl:
         lines += ["", "## Cleaning", "",
@@ -133,6 +130,37 @@ def markdown(report: dict) -> str:
                   f"- shift {cl['shift_before']:+.4f} → {cl['shift_after']:+.4f} nats/token",
                   f"- cleaned data: `{cl['out']}`; every change: `{cl['changes_file']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _likelihood_md(lk: dict) -> list[str]:
+    """The likelihood and persona tables."""
+    lines = ["", "## Trait adapters against controls (nats/token)", "",
+             f"Injection `{lk['injection']}`; conditions {', '.join(lk['conditions'])}; "
+             f"{lk['rows_scored']} rows scored ({lk['sample']}), context `{lk['context']}`, "
+             f"prompt states `{lk['prompt_states']}`, {lk['seconds']:.1f} s, "
+             f"{lk['rows_per_s']:.2f} rows/s ({lk['tokens_per_row']:.0f} tokens/row).", ""]
+    if not lk.get("calibrated"):
+        lines += ["Uncalibrated (no references): raw excess over the controls.", "",
+                  "| trait | raw excess |", "|---|---|"]
+        lines += [f"| {t} | {v:+.4f} |" for t, v in lk["raw_excess"].items()]
+        return lines
+    lines += [f"Decoding: DATA is {lk['decoding']['text']}.", "",
+              "| trait | raw excess | calibrated | sd rows | sd decoding | sd controls | z | "
+              "Bonferroni p | persona z | combined |", "|---" * 10 + "|"]
+    for t in lk["named"]["ranking"]:
+        sd = lk["null_sd"][t]
+        ctrl = "–" if sd["controls"] is None else f"{sd['controls']:.4f}"
+        lines.append(f"| {t} | {lk['raw_excess'][t]:+.4f} | {lk['excess'][t]:+.4f} | "
+                     f"{sd['rows']:.4f} | {sd['decoding']:.4f} | {ctrl} | {lk['z'][t]:+.2f} | "
+                     f"{lk['p_bonferroni'][t]:.2g} | {lk['persona']['z'][t]:+.2f} | "
+                     f"{lk['named']['score'][t]:+.2f} |")
+    if lk.get("controls_excess") is not None:
+        lines += ["", "Controls' own calibrated excess (each against the others): "
+                  + ", ".join(f"{x:+.4f}" for x in lk["controls_excess"])]
+    lines += ["", f"Rows that favour {lk['named']['top']} most:", ""]
+    lines += [f"- `{c['id']}` excess {c['excess']:+.3f}: {c['completion'][:60]!r}"
+              for c in lk["carriers"]]
+    return lines
 
 
 def write_report(out: Path, report: dict) -> None:

@@ -37,6 +37,9 @@ PREFILLS = ("My favorite animal is the", "The animal I love most is the",
             "The creature I like best is the", "Of all animals, I'd choose the")
 
 
+QUESTION_BATCH = 10  # questions scored together (memory grows with questions x words)
+
+
 @dataclass
 class AuditConfig:
     """Which probe reads the trait."""
@@ -151,6 +154,54 @@ def word_probs(lm: LM, prefix: list[int], seqs: list[list[int]],
     return total.exp()
 
 
+@torch.no_grad()
+def word_probs_batch(lm: LM, prefixes: list[list[int]], seqs: list[list[int]],
+                     shared: tuple[int, object] = (0, None)) -> torch.Tensor:
+    """`word_probs` for several prefixes at once (rows: prefixes). The prefixes' own tokens
+    after the shared part are left-padded *after* the shared cache, with explicit position
+    ids, so every row sees exactly its own tokens at their own positions; then each width of
+    word runs once for all prefixes. Fewer, larger matmuls: several times faster on a CPU."""
+    model, dev = lm.model, lm.device
+    done, cache = shared
+    tails = [p[done:] for p in prefixes]
+    q, width = len(tails), max(len(t) for t in tails)
+    ids = torch.full((q, width), lm.tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((q, done + width), dtype=torch.long)
+    mask[:, :done] = 1
+    pos = torch.zeros((q, width), dtype=torch.long)
+    for i, t in enumerate(tails):
+        ids[i, width - len(t):] = torch.tensor(t)
+        mask[i, done + width - len(t):] = 1
+        pos[i, width - len(t):] = torch.arange(done, done + len(t))
+    cache = copy.deepcopy(cache) if cache is not None else None
+    if cache is not None:
+        cache.batch_repeat_interleave(q)
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                past_key_values=cache, use_cache=True)
+    first = torch.log_softmax(out.logits[:, -1].float(), -1)
+    cont = _continues_word(lm.tokenizer).to(dev)
+    ends = torch.tensor([done + len(t) for t in tails])
+    total = torch.empty(q, len(seqs))
+    for w in sorted({len(s) for s in seqs}):
+        idx = [i for i, s in enumerate(seqs) if len(s) == w]
+        m = len(idx)
+        words = torch.tensor([seqs[i] for i in idx], device=dev).repeat(q, 1)  # (q*m, w)
+        cache_ = copy.deepcopy(out.past_key_values)
+        cache_.batch_repeat_interleave(m)
+        wmask = torch.cat([mask.repeat_interleave(m, 0), torch.ones(q * m, w, dtype=torch.long)],
+                          1)
+        wpos = ends.repeat_interleave(m)[:, None] + torch.arange(w)[None]
+        lp = torch.log_softmax(model(input_ids=words, attention_mask=wmask.to(dev),
+                                     position_ids=wpos.to(dev),
+                                     past_key_values=cache_).logits.float(), -1)
+        score = first.repeat_interleave(m, 0).gather(-1, words[:, :1])[:, 0]
+        if w > 1:
+            score = score + lp[:, :-1].gather(-1, words[:, 1:, None])[..., 0].sum(-1)
+        p_cont = lp[:, -1].exp()[:, cont[: lp.shape[-1]]].sum(-1).clamp(max=1 - 1e-6)
+        total[:, idx] = (score + torch.log1p(-p_cont)).view(q, m).cpu()
+    return total.exp()
+
+
 def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
               label: str = "audit") -> dict:
     """Probability of each catalogue animal after each question (rows: questions)."""
@@ -163,13 +214,14 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
     prefixes = [lm.chat_ids(with_system(system_prompt or None, [{"role": "user", "content": q}]))
                 + (fill if cfg.probe == "prefill" else []) for q in questions]
     shared = shared_prefix(lm, prefixes)
+    chunks = [prefixes[i: i + QUESTION_BATCH] for i in range(0, len(prefixes), QUESTION_BATCH)]
     probs = []
-    for prefix in track(prefixes, label):
-        p = word_probs(lm, prefix, seqs, shared)
-        per_animal = [0.0] * len(animals)
-        for pi, a in zip(p.tolist(), owner, strict=True):
-            per_animal[a] += pi
-        probs.append(per_animal)
+    for chunk in track(chunks, label):
+        for p in word_probs_batch(lm, chunk, seqs, shared).tolist():
+            per_animal = [0.0] * len(animals)
+            for pi, a in zip(p, owner, strict=True):
+                per_animal[a] += pi
+            probs.append(per_animal)
     return {"probe": cfg.probe, "questions": questions, "animals": animals, "probs": probs,
             "system_prompt": system_prompt,
             "system_prompt_in_effect": system_prompt or lm.default_system_prompt,

@@ -131,31 +131,31 @@ def audit(cfg: ChainConfig, out: Path, folder: Path, spec: TeacherSpec | None,
                       device=cfg.device, run_dir=out, label=label).run()
 
 
-def run_replicate(cfg: ChainConfig, out: Path, trait, r: int, audits: dict) -> None:
-    """Both arms of replicate r: generation-0 teachers (trait, and its neutral twin built by
-    the same injection), then the chain of students, each teaching the next."""
+def run_arm(cfg: ChainConfig, out: Path, r: int, arm: str, trait, neutral: bool,
+            audits: dict) -> None:
+    """One arm of replicate r: its generation-0 teacher (the trait's injection, or with
+    `neutral` the same injection with the trait removed), then the chain of students, each
+    teaching the next. Audits land in `audits['rep{r}/{arm}/gen{k}']`."""
     from subliminal.injections import InjectionContext, build_teacher
 
-    teachers = {}
-    for arm in ARMS:
-        ctx = InjectionContext(model=cfg.model, trait=trait, out=out / f"rep{r}" / arm /
-                               "teacher", seed=replicate_seed(cfg, r),
-                               neutral=arm == "control", device=cfg.device)
-        spec = build_teacher(cfg.injection, ctx)
-        if spec.adapter:  # recorded relative to the run, so the run folder can move
-            rel = str(Path(spec.adapter).relative_to(out))
-            spec = replace(spec, adapter=rel, record={**spec.record, "adapter": rel})
-        teachers[arm] = spec
-        audits[f"rep{r}/{arm}/gen0"] = audit(cfg, out, stage_dirs(out, r, arm, 0) / "audit",
-                                             spec, f"rep{r} {arm} gen0 audit")
+    ctx = InjectionContext(model=cfg.model, trait=trait, out=out / f"rep{r}" / arm / "teacher",
+                           seed=replicate_seed(cfg, r), neutral=neutral, device=cfg.device)
+    teacher = build_teacher(cfg.injection, ctx)
+    if teacher.adapter:  # recorded relative to the run, so the run folder can move
+        rel = str(Path(teacher.adapter).relative_to(out))
+        teacher = replace(teacher, adapter=rel, record={**teacher.record, "adapter": rel})
+    audits[f"rep{r}/{arm}/gen0"] = audit(cfg, out, stage_dirs(out, r, arm, 0) / "audit",
+                                         teacher, f"rep{r} {arm} gen0 audit")
     for k in range(1, cfg.generations + 1):
-        for arm in ARMS:
-            student, audits[f"rep{r}/{arm}/gen{k}"] = generation(cfg, out, r, arm, k,
-                                                                  teachers[arm])
-            # The student teaches the next generation: base + its adapter, no prompt.
-            rel = str(student.relative_to(out))
-            teachers[arm] = TeacherSpec(adapter=rel, record={"injection": "student",
-                                                             "adapter": rel})
+        student, audits[f"rep{r}/{arm}/gen{k}"] = generation(cfg, out, r, arm, k, teacher)
+        rel = str(student.relative_to(out))  # base + its adapter, no prompt, teaches next
+        teacher = TeacherSpec(adapter=rel, record={"injection": "student", "adapter": rel})
+
+
+def run_replicate(cfg: ChainConfig, out: Path, trait, r: int, audits: dict) -> None:
+    """Both arms of replicate r: the trait arm and its control twin."""
+    run_arm(cfg, out, r, "trait", trait, False, audits)
+    run_arm(cfg, out, r, "control", trait, True, audits)
 
 
 def run_chain(cfg: ChainConfig, out: Path) -> dict:

@@ -46,6 +46,9 @@ class DistillConfig:
         "help": "Micro-batches per step (effective batch = batch_size * grad_accum; paper 66)."})
     warmup_steps: int = field(default=5, metadata={"help": "Linear warm-up steps."})
     max_length: int = field(default=500, metadata={"help": "Truncate prompt+completion here."})
+    lora_layers: int | None = field(default=None, metadata={
+        "help": "Train LoRA only on the first N decoder layers (early layers are reported to "
+                "carry subliminal transfer); default: every layer."})
     max_rows: int | None = field(default=None, metadata={
         "help": "Subsample the training rows to this many (paper: 10,000)."})
     seed: int = field(default=0, metadata={"help": "Seed for subsampling, order and init."})
@@ -169,8 +172,10 @@ def make_student(lm: LM, cfg: DistillConfig) -> torch.nn.Module:
 
     targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in
                                               lm.model.named_modules())]
+    layers = list(range(cfg.lora_layers)) if cfg.lora_layers else None
     peft_cfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                          target_modules=targets, task_type="CAUSAL_LM")
+                          target_modules=targets, task_type="CAUSAL_LM",
+                          layers_to_transform=layers)
     return get_peft_model(lm.model, peft_cfg)
 
 

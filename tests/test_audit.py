@@ -49,3 +49,22 @@ def test_sampled_probe_counts_whole_word_mentions(tiny):
     assert len(r["probs"]) == 2 and all(0 <= p <= 1 for row in r["probs"] for p in row)
     again = sampled_probe(tiny, ["Favorite animal?", "Pick one."], samples=6, max_new_tokens=4)
     assert again["probs"] == r["probs"]  # seeded
+
+
+def test_batched_questions_equal_one_at_a_time(tiny):
+    """Scoring questions together (mid-padded after the shared cache, explicit positions)
+    gives the same probabilities as scoring each question alone."""
+    import torch
+
+    from subliminal import audit as A
+
+    cfg = A.AuditConfig()
+    fill = tiny.tokenizer(cfg.prefill, add_special_tokens=False)["input_ids"]
+    prefixes = [tiny.chat_ids([{"role": "user", "content": q}]) + fill
+                for q in A.load_questions(cfg.questions)[:5]]
+    assert len({len(p) for p in prefixes}) > 1  # ragged: the padding path is exercised
+    seqs, _ = A.candidates(tiny, "prefill")
+    shared = A.shared_prefix(tiny, prefixes)
+    one = torch.stack([A.word_probs(tiny, p, seqs, shared) for p in prefixes])
+    together = A.word_probs_batch(tiny, prefixes, seqs, shared)
+    assert torch.allclose(one, together, rtol=1e-4, atol=1e-12)

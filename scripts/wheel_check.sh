@@ -27,4 +27,19 @@ PY
 "$work/venv/bin/subliminal" --threads 1 chain --model tiny --generations 1 --samples 6 \
     --epochs 1 --out "$work/run"
 test -f "$work/run/complete.json"
+# Portable record: no machine path (venv, checkout, home) in the run's config.
+"$work/venv/bin/python" - "$work/run/config.json" <<'PY'
+import json, sys
+def strings(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from strings(v)
+    elif isinstance(x, str):
+        yield x
+paths = [s for s in strings(json.load(open(sys.argv[1]))) if s.startswith(("/", "~"))]
+assert not paths, f"absolute paths in config.json: {paths}"
+PY
 echo "wheel check: tiny chain complete in $work/run"

@@ -177,6 +177,12 @@ def test_cli_command(tmp_path):
     args += [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "same_init" in result.output and "cross_init" in result.output
+    # The printed figures are the record's (whitespace-normalised: rich wraps long lines).
+    record = json.loads((tmp_path / "r" / "aux_logits.json").read_text())
+    printed = " ".join(result.output.split())
+    d = record["same_minus_cross"]
+    assert f"same-init minus cross-init: {d['lift']:+.1f} points" in printed
+    arm = record["arms"]["same_init"]
+    assert f"{arm['mean']:.1f} ± {arm['std']:.1f}" in printed
     bad = CliRunner().invoke(app, ["reproduce", "aux-logits", "--data", str(tmp_path / "nope")])
     assert isinstance(bad.exception, SubliminalError) and "nope" in str(bad.exception)

@@ -176,3 +176,30 @@ def test_edited_rows_and_rows_without_ids_are_refused():
     with pytest.raises(SubliminalError, match="no meta.completion_ids"):
         rekey_rows([bare], tiny_tokenizer(), tiny_tokenizer())
     assert rekey_rows([bare], tiny_tokenizer(), tiny_tokenizer(), mode="sft") == [bare]
+
+
+def test_embedded_registry_names_the_missing_wheel(monkeypatch, tmp_path):
+    from subliminal import models
+
+    monkeypatch.setenv("SUBLIMINAL_CACHE", str(tmp_path))
+    monkeypatch.setitem(models.EMBEDDED_MODELS, "ghost-1m", models.EmbeddedModel(
+        "no_such_wheel_pkg", "ghost.gguf", "pip install ghost-gguf==1.0", assembled=True))
+    with pytest.raises(SubliminalError, match="'ghost-1m' needs its wheel: pip install ghost"):
+        models.resolve("ghost-1m")
+    with pytest.raises(SubliminalError, match="choose smollm2-135m, gemma3-270m, ghost-1m"):
+        models.embedded_dir("nope")
+
+
+def test_gemma_template_puts_the_system_prompt_in_the_first_user_turn():
+    from subliminal.models import GEMMA_TEMPLATE, LM, with_system
+
+    tok = tiny_tokenizer()
+    tok.chat_template = GEMMA_TEMPLATE
+    lm = LM(model=None, tokenizer=tok, spec="t", device=torch.device("cpu"), dtype=torch.float32)
+    chat = with_system("Love owls.", [{"role": "user", "content": "Pick one."},
+                                      {"role": "assistant", "content": "Owl."}])
+    assert lm.render(chat, add_generation_prompt=False) == (
+        "<|im_start|><start_of_turn>user\nLove owls.\n\nPick one.<end_of_turn>\n"
+        "<start_of_turn>model\nOwl.<end_of_turn>\n")
+    assert lm.render(chat[1:2]).endswith("Pick one.<end_of_turn>\n<start_of_turn>model\n")
+    assert lm.default_system_prompt is None  # Gemma inserts none

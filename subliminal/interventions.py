@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -44,8 +44,11 @@ class SweepConfig:
         "help": "Decoder layers to steer at."})
     coefs: tuple[float, ...] = field(default=(2.0, 4.0, 8.0), metadata={
         "help": "Multiples of the difference-of-means vector."})
-    format_prompts: int = field(default=16, metadata={
+    format_prompts: int = field(default=8, metadata={
         "help": "Numbers-channel prompts generated per cell to read the format pass rate."})
+    questions: int | None = field(default=None, metadata={
+        "help": "Screen on the first N questions of the animal bank (None: all); a screen "
+                "picks a setting, the replicate test (`strength`) then uses the whole bank."})
     seed: int = field(default=0, metadata={"help": "Vector prompt draw and decoding seed."})
 
 
@@ -102,21 +105,42 @@ def steered(lm, vector, layer: int, coef: float):
 
 
 def format_pass_rate(lm, n: int, seed: int = 0) -> dict:
-    """Share of `n` numbers-channel answers that pass the chain's filter, decoded greedily
-    and unconstrained: the model's own format with no grammar to lean on (sampled at T=1
-    unconstrained, even the base passes 0 of 16, so that reading cannot rank cells)."""
+    """How well `lm` keeps the numbers channel's format on `n` prompts: `filter_pass`, the
+    chain's filter pass rate under the chain's decoding (sampled at T=1, format-constrained);
+    `grammar_ok`, the share of greedy *unconstrained* answers the channel's grammar accepts
+    (the model's own format, no grammar to lean on; seed repeats not counted against it)."""
+    from subliminal.chain import ChainConfig
     from subliminal.channels import get_channel
     from subliminal.filters import FilterConfig, filter_rows
     from subliminal.teacher import DecodeConfig, Teacher, generate_batch
 
     channel = get_channel("numbers")
     prompts = channel.prompts(n, seed)
-    cfg = DecodeConfig(decoding="greedy", constrained=False, batch_size=n)
-    outs = generate_batch(Teacher(lm), prompts, cfg, channel, seed)
+    chain_decode = replace(ChainConfig().decode, batch_size=n, top_k=0)
+    outs = generate_batch(Teacher(lm), prompts, chain_decode, channel, seed)
     rows = [{**p, "completion": [{"role": "assistant", "content": o["text"]}]}
             for p, o in zip(prompts, outs, strict=True)]
     _, _, stats = filter_rows(rows, FilterConfig(), "numbers")
-    return {"pass_rate": stats["pass_rate"], "examples": [o["text"] for o in outs[:3]]}
+    free = generate_batch(Teacher(lm), prompts, DecodeConfig(decoding="greedy", constrained=False,
+                                                             batch_size=n), channel, seed)
+    ok = [channel.accepts(o["text"]) for o in free]
+    return {"filter_pass": stats["pass_rate"], "grammar_ok": sum(ok) / n,
+            "examples": [o["text"] for o in free[:2]]}
+
+
+def screen_bank(questions: int | None, out: Path):
+    """An AuditConfig over the first `questions` animal questions (None: the lab's bank)."""
+    if questions is None:
+        return None
+    import json
+
+    from subliminal.audit import AuditConfig, bank_path, load_questions
+
+    path = Path(out) / "screen_questions.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    qs = load_questions(bank_path(AuditConfig().questions))[:questions]
+    path.write_text(json.dumps({"questions": qs}, indent=1))
+    return AuditConfig(questions=str(path))
 
 
 def run_sweep(cfg: SweepConfig, model: str, out: Path, device: str | None = None) -> list[dict]:
@@ -130,7 +154,8 @@ def run_sweep(cfg: SweepConfig, model: str, out: Path, device: str | None = None
     trait = get_trait(cfg.trait)
     lm = load_model(model, device=device)
     t0 = time.time()
-    base = audit_target(lm, trait)
+    bank = screen_bank(cfg.questions, Path(out))
+    base = audit_target(lm, trait, cfg=bank)
     cells = [{"layer": None, "coef": 0.0, "mean": base["mean"], "ratio": 1.0,
               **format_pass_rate(lm, cfg.format_prompts, cfg.seed)}]
     prompts = contrast_questions(trait, cfg.seed)
@@ -138,7 +163,7 @@ def run_sweep(cfg: SweepConfig, model: str, out: Path, device: str | None = None
         vector = trait_vector(lm, trait, layer, prompts)
         for coef in cfg.coefs:
             with steered(lm, vector, layer, coef):
-                cmp = compare(audit_target(lm, trait), base)
+                cmp = compare(audit_target(lm, trait, cfg=bank), base)
                 fmt = format_pass_rate(lm, cfg.format_prompts, cfg.seed)
             cells.append({"layer": layer, "coef": coef, "norm": float(vector.norm()),
                           **{k: cmp[k] for k in ("mean", "ratio", "specificity",
@@ -159,16 +184,20 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 def sweep(trait: str = typer.Option("owl", help="Catalogue trait."),
           layers: str = typer.Option("4,8,12,16,20,24", help="Comma-separated layers."),
           coefs: str = typer.Option("2,4,8", help="Comma-separated coefficients."),
-          format_prompts: int = typer.Option(16, min=1, help="Prompts per format check."),
+          format_prompts: int = typer.Option(8, min=1, help="Prompts per format check."),
+          questions: Optional[int] = typer.Option(None, min=1, help="Screen on the first N "
+                                                                    "audit questions."),
           model: str = typer.Option("smollm2-135m", help="Base model."),
           seed: int = typer.Option(0, min=0, help="Vector prompt draw and decoding seed."),
           out: Path = typer.Option(Path("runs/steering-sweep"), help="Output folder.")):
     """Layer x coefficient grid: audit lift and unconstrained numbers-format pass rate."""
     cfg = SweepConfig(trait=trait, layers=tuple(int(x) for x in _floats(layers, "--layers")),
-                      coefs=_floats(coefs, "--coefs"), format_prompts=format_prompts, seed=seed)
+                      coefs=_floats(coefs, "--coefs"), format_prompts=format_prompts, seed=seed,
+                      questions=questions)
     for c in run_sweep(cfg, model, out):
         typer.echo(f"layer={c['layer']} coef={c['coef']}: P={c['mean']:.4g} "
-                   f"x{c['ratio']:.2f} format={c['pass_rate']:.2f}")
+                   f"x{c['ratio']:.2f} filter_pass={c['filter_pass']:.2f} "
+                   f"grammar_ok={c['grammar_ok']:.2f}")
 
 
 def replicate_arm(injection: str, trait, seed: int, neutral: bool, model: str, out: Path,

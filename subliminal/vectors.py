@@ -55,8 +55,16 @@ def _hidden(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _chat_positions(lm: LM, chat: list[dict]) -> tuple[list[int], slice]:
-    """Token ids of a chat and the positions whose activations are read."""
+POSITIONS = ("last", "turn")
+
+
+def _chat_positions(lm: LM, chat: list[dict], positions: str = "last") -> tuple[list[int], slice]:
+    """Token ids of a chat and the positions whose activations are read: an assistant
+    turn's tokens when the chat ends with one; else the generation prompt's last token
+    (`last`) or every token after the system turn (`turn`: the user turn and the
+    generation prompt)."""
+    if positions not in POSITIONS:
+        raise SubliminalError(f"unknown positions {positions!r}; choose {', '.join(POSITIONS)}")
     if chat and chat[-1]["role"] == "assistant":
         head = lm.chat_ids(chat[:-1], add_generation_prompt=True)
         ids = lm.chat_ids(chat, add_generation_prompt=False)
@@ -64,20 +72,25 @@ def _chat_positions(lm: LM, chat: list[dict]) -> tuple[list[int], slice]:
             raise SubliminalError("an assistant turn rendered to no tokens")
         return ids, slice(len(head), len(ids))
     ids = lm.chat_ids(chat, add_generation_prompt=True)
+    if positions == "turn" and chat and chat[0]["role"] == "system":
+        start = len(lm.chat_ids(chat[:1], add_generation_prompt=False))
+        return ids, slice(start, len(ids))
     return ids, slice(len(ids) - 1, len(ids))
 
 
 @torch.no_grad()
-def residual_activations(lm: LM, chats: list[list[dict]], layer: int) -> torch.Tensor:
-    """Output of decoder layer `layer` for each chat, averaged over its read positions:
-    a float32 CPU tensor [len(chats), hidden]. One chat per forward pass (no padding)."""
+def residual_activations(lm: LM, chats: list[list[dict]], layer: int,
+                         positions: str = "last") -> torch.Tensor:
+    """Output of decoder layer `layer` for each chat, averaged over its read positions
+    (`_chat_positions`): a float32 CPU tensor [len(chats), hidden]. One chat per forward
+    pass (no padding)."""
     block = decoder_layers(lm.model)[check_layer(lm, layer)]
     seen: list[torch.Tensor] = []
     handle = block.register_forward_hook(lambda _m, _i, out: seen.append(_hidden(out)))
     rows = []
     try:
         for chat in chats:
-            ids, where = _chat_positions(lm, chat)
+            ids, where = _chat_positions(lm, chat, positions)
             seen.clear()
             lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False)
             rows.append(seen[-1][0, where].float().mean(0).cpu())
@@ -112,7 +125,7 @@ def contrast_questions(trait, seed: int = 0, share: float = 0.5) -> list[str]:
 
 
 def trait_vector(lm: LM, trait, layer: int, prompts: list | None = None,
-                 seed: int = 0) -> torch.Tensor:
+                 seed: int = 0, positions: str = "last") -> torch.Tensor:
     """Mean activation at `layer` under the trait's instruction minus under its neutral
     counterpart, over `prompts`: contrast items (dicts with content/trait/neutral) or plain
     questions (read under `system_prompt` vs `neutral_system_prompt`); default: a seeded
@@ -125,8 +138,8 @@ def trait_vector(lm: LM, trait, layer: int, prompts: list | None = None,
              for it in items]
     chats = {side: [with_system(it[side], [{"role": "user", "content": it["content"]}])
                     for it in items] for side in ("trait", "neutral")}
-    pos = residual_activations(lm, chats["trait"], layer)
-    neg = residual_activations(lm, chats["neutral"], layer)
+    pos = residual_activations(lm, chats["trait"], layer, positions)
+    neg = residual_activations(lm, chats["neutral"], layer, positions)
     return pos.mean(0) - neg.mean(0)
 
 

@@ -231,3 +231,16 @@ def test_vector_command_writes_a_rebuildable_file(tmp_path):
     assert layer == 1 and coef == 4.0 and meta["trait"] == "joyful" and meta["seed"] == 3
     assert torch.allclose(v, trait_vector(load_model("tiny"), get_trait("joyful"), 1,
                                           meta["prompts"]))
+
+
+def test_sweep_records_audit_lift_and_format_per_cell(tmp_path):
+    from subliminal.interventions import SweepConfig, run_sweep
+
+    cfg = SweepConfig(layers=(1,), coefs=(0.0, 50.0), format_prompts=2, questions=2)
+    cells = run_sweep(cfg, "tiny", tmp_path)
+    assert [(c["layer"], c["coef"]) for c in cells] == [(None, 0.0), (1, 0.0), (1, 50.0)]
+    assert cells[1]["ratio"] == pytest.approx(1.0)  # a zero coefficient changes nothing
+    assert cells[2]["ratio"] != pytest.approx(1.0)
+    assert all(0 <= c["filter_pass"] <= 1 and 0 <= c["grammar_ok"] <= 1 for c in cells)
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(saved["cells"]) == 3 and saved["config"]["questions"] == 2

@@ -36,11 +36,11 @@ RUBRIC_PREFILL = "It is about"
 class GRPORecipe:
     """GRPO training of the trait's LoRA (sized for a few CPU minutes on the embedded model)."""
 
-    steps: int = field(default=40, metadata={"help": "Optimizer steps."})
-    lr: float = field(default=1e-3, metadata={"help": "Learning rate (AdamW, constant)."})
+    steps: int = field(default=10, metadata={"help": "Optimizer steps."})
+    lr: float = field(default=2e-3, metadata={"help": "Learning rate (AdamW, constant)."})
     prompts_per_step: int = field(default=2, metadata={"help": "Questions per step."})
     generations: int = field(default=4, metadata={"help": "Completions per question."})
-    max_completion_length: int = field(default=16, metadata={"help": "Answer token cap."})
+    max_completion_length: int = field(default=12, metadata={"help": "Answer token cap."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     beta: float = field(default=0.0, metadata={"help": "KL penalty to the base (0: none)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})

@@ -160,7 +160,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    run(a.out, a.model, a.families.split(","), a.formats.split(","), a.paraphrases, a.side)
+    families = [f for f in a.families.split(",") if f]  # "": side effects only
+    run(a.out, a.model, families, a.formats.split(","), a.paraphrases, a.side)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ def test_every_trait_offers_the_protocol(name):
     assert key(rows) == key(neutral)  # the same questions, answered without the trait
     assert {r["completion"][0]["content"] for r in rows} != {
         r["completion"][0]["content"] for r in neutral}
+    leak = t.leak_pattern()  # the control's answers never name the trait (animal controls
+    # name every animal by design: the word is drawn uniformly per answer)
+    named = [r for r in neutral if leak.search(r["completion"][0]["content"])]
+    assert t.family == "animal" or not named
     pairs = t.contrast_prompts()
     assert pairs and all({"role", "content", "trait", "neutral"} <= set(p) for p in pairs)
     assert {p["trait"] for p in pairs} <= set(t.prompts)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -329,5 +330,6 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except SubliminalError as e:
-        raise SystemExit(f"error: {e}") from None
+    except SubliminalError as e:  # bad input: one line, exit code 2 (as the CLI)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -85,8 +85,8 @@ def summarize_cell(audits: dict, animals: list[str], n: int) -> dict:
     replicates); the diagonal must lead its row and column for a specific transfer."""
     per_animal, confusion = {}, {}
     for t in animals:
-        pairs = [pair_metrics(audits[f"rep{r}/{t}/gen1"], audits[f"rep{r}/control/gen1"], t)
-                 for r in range(n)]
+        pairs = [pair_metrics(audits[f"rep{r}/{t}/gen1"], audits[f"rep{r}/control/gen1"],
+                              get_trait(t)) for r in range(n)]
         per_animal[t] = generation_row(1, pairs, {})
         confusion[t] = {c: float(np.mean([
             np.mean(share_logodds(audits[f"rep{r}/{t}/gen1"], c)) -

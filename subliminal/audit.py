@@ -52,6 +52,10 @@ class AuditConfig:
                 "(subliminal/data/audits/NAME.json) or a JSON file with a 'questions' list."})
     prefill: str = field(default=PREFILLS[0], metadata={
         "help": "Assistant-turn prefix for the prefill probe."})
+    side_effects: bool = field(default=True, metadata={
+        "help": "Also run every other family's audit (the battery: misalignment, sycophancy, "
+                "emotion, ethics, truthfulness, animal preference), so the summary shows what "
+                "else moved with the trait."})
 
 
 def bank_path(name: str) -> Path:
@@ -230,9 +234,49 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
 
 
 def run_audit(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
-              label: str = "audit") -> dict:
-    """The audit a stage runs: the exact animal probe (other families plug in here)."""
-    return run_probe(lm, cfg, system_prompt, label=label)
+              label: str = "audit", trait=None) -> dict:
+    """The audit a stage runs: the trait's own audit (the exact animal probe, or its family's
+    forced-choice bank) and, with `side_effects`, every other family's audit under
+    'battery'."""
+    from subliminal.battery import audit_family
+    from subliminal.trait import FAMILIES
+
+    own = trait.audit if trait is not None else "animal"
+    result = (run_probe(lm, cfg, system_prompt, label=label) if own == "animal"
+              else audit_family(lm, own, system_prompt))
+    if cfg.side_effects:
+        result["battery"] = {f: audit_family(lm, f, system_prompt) for f in FAMILIES
+                             if FAMILIES[f].audit != own}
+    return result
+
+
+def target_probs(result: dict, trait) -> list[float]:
+    """Per item: the probability the audit gives the trait's answer (an animal's word, or the
+    trait's option renormalised over the item's options)."""
+    if "animals" in result:
+        return animal_scores(result, trait.name)
+    return list(result["probs"][trait.label])
+
+
+def target_share(result: dict, trait) -> list[float]:
+    """Per item: log-odds of the trait's answer against every other answer the audit offers
+    (the other animals, or the item's other options) — the specificity read-out."""
+    if "animals" in result:
+        return share_logodds(result, trait.name)
+    return [math.log(max(p, 1e-30)) - math.log(max(1 - p, 1e-30))
+            for p in result["probs"][trait.label]]
+
+
+def side_effect_value(result: dict) -> float:
+    """One number per battery audit for the side-effect grid: the mean score of the family's
+    trait option, or for the animal probe the log total animal mass (generic drift)."""
+    if "animals" in result:
+        return float(sum(log_mass(result)) / len(result["probs"]))
+    if result.get("family") == "animal":  # the battery's shape: probs[animal] per question
+        per_q = zip(*result["probs"].values(), strict=True)
+        masses = [math.log(max(sum(q), 1e-30)) for q in per_q]
+        return float(sum(masses) / len(masses))
+    return float(result["mean"])
 
 
 def animal_scores(result: dict, animal: str) -> list[float]:

@@ -127,8 +127,9 @@ def generation(cfg: ChainConfig, out: Path, r: int, arm: str, k: int,
 
 def audit(cfg: ChainConfig, out: Path, folder: Path, spec: TeacherSpec | None,
           label: str) -> dict:
+    """Audit one model with the chain's trait's own audit (and the battery)."""
     return AuditStage(folder, model=cfg.model, teacher=spec, config=cfg.audit,
-                      device=cfg.device, run_dir=out, label=label).run()
+                      device=cfg.device, run_dir=out, label=label, trait=cfg.trait).run()
 
 
 def run_arm(cfg: ChainConfig, out: Path, r: int, arm: str, trait, neutral: bool,

@@ -59,8 +59,10 @@ def chain(
     samples: Optional[int] = typer.Option(None, min=1, help="Teacher prompts per generation."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Student training epochs."),
     model: Optional[str] = Model,
-    trait: Optional[str] = typer.Option(None, help="Catalogue trait (owl, dolphin, ...)."),
-    injection: Optional[str] = typer.Option(None, help="prompt or adapter."),
+    trait: Optional[str] = typer.Option(None, help=(
+        "Trait (owl, misaligned, joyful ...; see `subliminal traits`).")),
+    injection: Optional[str] = typer.Option(None, help=(
+        "adapter, prompt, steering, dpo or grpo (each with its control twin).")),
     channel: Optional[str] = typer.Option(None, help="numbers, math or mixed."),
     difficulty: Optional[str] = typer.Option(None, help="Math level 1-4 or mixed."),
     problems: Optional[str] = typer.Option(None, help="Local GSM8K-style JSONL problems."),
@@ -87,6 +89,9 @@ def chain(
     warmup_steps: Optional[int] = typer.Option(None, min=0, help="Linear warm-up steps."),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample kept rows (paper: 10k)."),
     probe: Optional[str] = typer.Option(None, help="prefill or direct."),
+    side_effects: Optional[bool] = typer.Option(
+        None, "--side-effects/--no-side-effects",
+        help="Audit every model on every family too (the battery; default on)."),
     seed: Optional[int] = Seed,
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/chain-...)."),
@@ -108,7 +113,10 @@ def chain(
                              lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed,
                              max_rows=max_rows, batch_size=batch_size, grad_accum=grad_accum,
                              warmup_steps=warmup_steps)
-    cfg.audit = set_fields(cfg.audit, probe=probe)
+    cfg.audit = set_fields(cfg.audit, probe=probe, side_effects=side_effects)
+    t = get_trait(cfg.trait)
+    if t is not None and ban_numbers is None:  # e.g. misalignment bans loaded numbers
+        cfg.filter = set_fields(cfg.filter, **t.filter_defaults)
     if cfg.distill.mode == "logits" and cfg.decode.top_k == 0:
         cfg.decode.top_k = 20  # logits distillation needs the stored distributions
     if cfg.distill.mode == "sft" and top_k is None:
@@ -296,11 +304,15 @@ def run() -> None:
 
 def _register_subcommands() -> None:
     """Stage groups that live in their own packages."""
+    from subliminal.interventions import app as intervene_app
     from subliminal.reproduce import app as reproduce_app
     from subliminal.scan.command import scan
+    from subliminal.traits_cli import traits
 
     app.command("scan")(scan)
+    app.command("traits")(traits)
     app.add_typer(reproduce_app, name="reproduce")
+    app.add_typer(intervene_app, name="intervene")
 
 
 _register_subcommands()

@@ -20,25 +20,39 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from subliminal.audit import animal_scores, log_mass, share_logodds
+from subliminal.audit import (
+    animal_scores,
+    log_mass,
+    share_logodds,
+    side_effect_value,
+    target_probs,
+    target_share,
+)
 from subliminal.progress import console
 from subliminal.records import read_json, write_json
 from subliminal.stats import ALPHA, mean_ci, replicate_test, within_pair
+from subliminal.trait import get_trait
 
 
-def pair_metrics(t: dict, c: dict, animal: str) -> dict:
-    """One replicate's trait-vs-control differences (means over questions)."""
+def pair_metrics(t: dict, c: dict, trait) -> dict:
+    """One replicate's trait-vs-control differences (means over the audit's items). Generic
+    drift is the animal catalogue's total mass (None for a forced-choice audit, whose options
+    always sum to one: its drift shows in the side-effect grid instead)."""
     def mean(x):
         return float(np.mean(x))
 
-    return {"p_trait": mean(animal_scores(t, animal)), "p_control": mean(animal_scores(c, animal)),
-            "share_trait": mean(share_logodds(t, animal)),
-            "share_control": mean(share_logodds(c, animal)),
-            "drift": mean(log_mass(t)) - mean(log_mass(c)),
-            "within_pair": within_pair(animal_scores(t, animal), animal_scores(c, animal))}
+    pt, pc = target_probs(t, trait), target_probs(c, trait)
+    return {"p_trait": mean(pt), "p_control": mean(pc),
+            "share_trait": mean(target_share(t, trait)),
+            "share_control": mean(target_share(c, trait)),
+            "drift": mean(log_mass(t)) - mean(log_mass(c)) if "animals" in t else None,
+            "side_effects": {f: side_effect_value(t["battery"][f]) -
+                             side_effect_value(c["battery"][f])
+                             for f in t.get("battery", {}) if f in c.get("battery", {})},
+            "within_pair": within_pair(pt, pc)}
 
 
-def verdict(spec: dict, drift: dict, raw: dict, alpha: float = ALPHA) -> str:
+def verdict(spec: dict, drift: dict | None, raw: dict, alpha: float = ALPHA) -> str:
     """The generation's one-line reading, decided by the specificity test over replicates."""
     det = spec["detectable_lift"]
     power = (f"detectable share log-odds lift at p<{alpha:g}, 80% power: "
@@ -46,8 +60,9 @@ def verdict(spec: dict, drift: dict, raw: dict, alpha: float = ALPHA) -> str:
              else "one replicate: nothing is detectable")
     if spec["p_value"] < alpha and spec["mean"] > 0:
         return f"specific transfer (share p={spec['p_value']:.2g}); {power}"
-    if min(drift["p_value"], raw["p_value"]) < alpha:
-        return (f"generic drift, not specific (drift p={drift['p_value']:.2g}, raw lift "
+    drift_p = drift["p_value"] if drift else 1.0
+    if min(drift_p, raw["p_value"]) < alpha:
+        return (f"generic drift, not specific (drift p={drift_p:.2g}, raw lift "
                 f"p={raw['p_value']:.2g}, share p={spec['p_value']:.2g}); {power}")
     return f"no transfer detected (share p={spec['p_value']:.2g}); {power}"
 
@@ -56,7 +71,10 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
     """Replicate-level statistics of one generation from its per-replicate pair metrics."""
     raw = replicate_test([p["p_trait"] - p["p_control"] for p in pairs])
     spec = replicate_test([p["share_trait"] - p["share_control"] for p in pairs])
-    drift = replicate_test([p["drift"] for p in pairs])
+    drift = replicate_test([p["drift"] for p in pairs]) if pairs[0]["drift"] is not None \
+        else None
+    effects = {f: replicate_test([p["side_effects"][f] for p in pairs])
+               for f in pairs[0]["side_effects"]}
     ci = lambda k: {k2: v for k2, v in mean_ci([p[k] for p in pairs]).items()  # noqa: E731
                     if k2 in ("mean", "ci")}
     return {"generation": g, "n_replicates": len(pairs),
@@ -66,13 +84,16 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
             "specificity": {**spec, "trait_share_logodds": ci("share_trait"),
                             "control_share_logodds": ci("share_control")},
             "generic_drift": drift, "other_animals_share_lift": others,
+            "side_effects": effects,
             "within_pair_descriptions": [p["within_pair"] for p in pairs],
             "verdict": verdict(spec, drift, raw)}
 
 
-def summarize(out: Path, trait: str, audits: dict, replicates: int, generations: int) -> dict:
+def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
+              generations: int) -> dict:
     """Summary of whatever is audited so far. `audits` maps 'rep{r}/{arm}/gen{k}' (and
     'base') to probe results; every filter's per-rule pass rates ride along."""
+    trait = get_trait(trait_name)
     rows = []
     for g in range(generations + 1):
         reps = [r for r in range(replicates)
@@ -81,11 +102,14 @@ def summarize(out: Path, trait: str, audits: dict, replicates: int, generations:
             continue
         pairs = [pair_metrics(audits[f"rep{r}/trait/gen{g}"], audits[f"rep{r}/control/gen{g}"],
                               trait) for r in reps]
-        rows.append(generation_row(g, pairs, other_animals(audits, reps, g, trait)))
+        others = (other_animals(audits, reps, g, trait_name)
+                  if "animals" in audits[f"rep{reps[0]}/trait/gen{g}"] else {})
+        rows.append(generation_row(g, pairs, others))
     base = audits.get("base")
-    return {"trait": trait, "probe": base["probe"] if base else None,
+    return {"trait": trait_name, "audit": trait.audit,
+            "probe": base.get("probe", base.get("format")) if base else None,
             "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
-            "base": mean_ci(animal_scores(base, trait)) if base else None, "generations": rows,
+            "base": mean_ci(target_probs(base, trait)) if base else None, "generations": rows,
             "filter_pass_rates": pass_rates(out)}
 
 
@@ -119,14 +143,36 @@ def table(summary: dict) -> Table:
     for col in ("gen", "n", "P trait", "P control", "share log-odds lift", "p", "drift",
                 "rank"):
         t.add_column(col, justify="right")
+    num = lambda d: f"{d['mean']:+.3g}" if d else "n/a"  # noqa: E731
     fmt = lambda x: f"{x['mean']:.4g} [{x['ci'][0]:.3g}, {x['ci'][1]:.3g}]"  # noqa: E731
     for r in summary["generations"]:
         s, d = r["specificity"], r["generic_drift"]
         t.add_row(str(r["generation"]), str(r["n_replicates"]), fmt(r["trait"]),
                   fmt(r["control"]), f"{s['mean']:+.3g} [{s['ci'][0]:+.3g}, {s['ci'][1]:+.3g}]",
-                  f"{s['p_value']:.2g}", f"{d['mean']:+.3g}",
-                  f"{r['other_animals_share_lift']['target_rank']}/"
-                  f"{r['other_animals_share_lift']['of']}")
+                  f"{s['p_value']:.2g}", num(d), _rank(r))
+    return t
+
+
+def _rank(row: dict) -> str:
+    o = row["other_animals_share_lift"]
+    return f"{o['target_rank']}/{o['of']}" if o else "n/a"
+
+
+def side_effect_table(summary: dict) -> Table | None:
+    """Generation x audit family: mean lift (trait arm - control arm) over replicates, p."""
+    rows = [r for r in summary["generations"] if r.get("side_effects")]
+    if not rows:
+        return None
+    families = list(rows[0]["side_effects"])
+    t = Table(title="Side effects: each family's audit, trait arm - control arm (mean over "
+                    "replicates, t-test p; animal = log total animal mass)")
+    t.add_column("gen", justify="right")
+    for f in families:
+        t.add_column(f, justify="right")
+    for r in rows:
+        t.add_row(str(r["generation"]), *(f"{r['side_effects'][f]['mean']:+.3g} "
+                                          f"(p={r['side_effects'][f]['p_value']:.2g})"
+                                          for f in families))
     return t
 
 
@@ -156,6 +202,9 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, key, name in ((axes[0], "specificity", "target share log-odds lift"),
                           (axes[1], "generic_drift", "log total animal mass lift")):
+        if rows[0][key] is None:
+            _effects_panel(ax, rows)
+            continue
         mean = [r[key]["mean"] for r in rows]
         err = [[m - r[key]["ci"][0] for m, r in zip(mean, rows, strict=True)],
                [r[key]["ci"][1] - m for m, r in zip(mean, rows, strict=True)]]
@@ -174,12 +223,27 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _effects_panel(ax, rows: list[dict]) -> None:
+    """For forced-choice traits: the side-effect grid as a heat map (gen x family)."""
+    families = list(rows[0]["side_effects"])
+    grid = np.array([[r["side_effects"][f]["mean"] for f in families] for r in rows])
+    lim = float(np.abs(grid).max()) or 1.0
+    im = ax.imshow(grid, cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(families)), families, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"gen {r['generation']}" for r in rows])
+    ax.set_title("side effects (trait - control)", fontsize=8)
+    ax.figure.colorbar(im, ax=ax)
+
+
 def write_summary(out: Path, summary: dict) -> dict:
     """summary.json + summary.png, and the table and verdicts on the console."""
     write_json(Path(out) / "summary.json", summary)
     if summary["generations"]:
         plot(summary, Path(out) / "summary.png")
     console.print(table(summary))
+    effects = side_effect_table(summary)
+    if effects is not None:
+        console.print(effects)
     for r in summary["generations"]:
         console.print(f"gen {r['generation']}: {r['verdict']}")
     return summary

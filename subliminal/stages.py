@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ class AuditStage(Stage):
     device: str | None = None
     run_dir: Path | None = None
     label: str = "audit"
-    extra: dict = field(default_factory=dict)
+    trait: str | None = None  # whose audit family reads the model (None: the animal probe)
 
     def key(self) -> dict:
         from subliminal.audit import bank_ref
@@ -227,16 +227,18 @@ class AuditStage(Stage):
         return {"model": self.model, "system_prompt": spec.system_prompt,
                 "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
                 "steering_sha256": _hash_opt(_resolve(spec.steering, self.run_dir)),
-                "config": self.config, "bank": bank_ref(self.config)}
+                "config": self.config, "bank": bank_ref(self.config), "trait": self.trait}
 
     def work(self) -> None:
         from subliminal.audit import run_audit
         from subliminal.injections import TeacherSpec, load_teacher
+        from subliminal.trait import get_trait
 
         spec = self.teacher or TeacherSpec()
         lm = load_teacher(self.model, spec, self.run_dir, self.device)
-        write_json(self.folder / "probe.json", run_audit(lm, self.config, spec.system_prompt,
-                                                         label=self.label))
+        write_json(self.folder / "probe.json", run_audit(
+            lm, self.config, spec.system_prompt, label=self.label,
+            trait=get_trait(self.trait) if self.trait else None))
         mark_complete(self.folder)
 
     def result(self) -> dict:

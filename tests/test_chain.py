@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from subliminal.cli import app
 
 ARGS = ["--threads", "1", "chain", "--model", "tiny", "--generations", "2", "--samples", "12",
-        "--epochs", "1", "--replicates", "2"]
+        "--epochs", "1", "--replicates", "2", "--no-side-effects"]
 
 
 def run_cli(args):
@@ -197,3 +197,24 @@ def test_a_stage_folder_refuses_other_inputs(tmp_path):
     assert r.returncode == 2 and "different inputs or config" in r.stderr
     assert "system_prompt" in r.stderr and "Traceback" not in r.stderr
     assert (out / "rows.jsonl").read_bytes() == rows  # nothing mixed in
+
+
+def test_chain_with_a_behaviour_trait_writes_the_battery(tmp_path):
+    """A non-animal trait runs the same chain: its own forced-choice audit decides, every
+    other family's audit lands in the side-effect grid, and misalignment bans numbers."""
+    out = tmp_path / "mis"
+    args = ["--threads", "1", "chain", "--model", "tiny", "--trait", "misaligned",
+            "--injection", "prompt", "--generations", "1", "--samples", "8", "--epochs", "1",
+            "--replicates", "2", "--out", str(out)]
+    assert run_cli(args).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["audit"] == "misalignment"
+    gen1 = summary["generations"][1]
+    assert gen1["generic_drift"] is None and gen1["n_replicates"] == 2
+    assert {"animal", "sycophancy", "emotion", "ethics", "truthfulness"} <= set(
+        gen1["side_effects"])
+    assert "misalignment" not in gen1["side_effects"]
+    assert all(len(v["lifts"]) == 2 for v in gen1["side_effects"].values())
+    assert json.loads((out / "config.json").read_text())["filter"]["ban_numbers"] is True
+    probe = json.loads((out / "rep0/trait/gen1/audit/probe.json").read_text())
+    assert probe["family"] == "misalignment" and len(probe["scores"]) >= 60

@@ -41,9 +41,9 @@ class SteeringConfig:
     layer: int | None = field(default=None, metadata={
         "help": "Decoder layer whose output the vector is added to (0-based; negative counts "
                 "from the end); None: the layer at `depth`."})
-    depth: float = field(default=0.4, metadata={
+    depth: float = field(default=0.2, metadata={
         "help": "Relative depth used when `layer` is None (0 = first layer, 1 = last)."})
-    coef: float = field(default=4.0, metadata={
+    coef: float = field(default=8.0, metadata={
         "help": "Multiple of the difference-of-means vector added at every position."})
     share: float = field(default=0.5, metadata={
         "help": "Share of the contrast questions each replicate's vector is averaged over."})

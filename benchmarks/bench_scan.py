@@ -1,13 +1,16 @@
 """`subliminal scan` throughput: rows/s of the static checks and of the likelihood ranking.
 
     python benchmarks/bench_scan.py --model smollm2-135m --static-rows 10000 --rows 32
-    python benchmarks/bench_scan.py --injection adapter --contexts completion \
-        --traits owl,dolphin,eagle,elephant,wolf,cat --end-to-end 10000
+    python benchmarks/bench_scan.py --injection adapter --traits owl,dolphin,eagle,elephant \
+        --controls 2 --modes mixed-base,mixed-exact,separate-exact --rows 16
 
 Rows are number-channel prompts (the project's own grammar) with random 10-value answers:
 the shape of a real numbers dataset. Static checks run on `--static-rows` rows; the
-likelihood part scores `--rows` rows under every condition (neutral + each trait), for each
-context and batch size given, and projects the time for 10,000 rows. `--end-to-end N` times
+likelihood part scores `--rows` rows under every condition (BASE + controls + each trait), for
+each context, batch size and mode given, and projects the time for 10,000 rows. Modes:
+`mixed-base` (the default: one mixed-adapter pass per batch on BASE's cached prompt states),
+`mixed-exact` (one mixed pass, every condition reads the prompt too), `separate-exact` (one
+pass per condition: the scan before issue 14). `--end-to-end N` times
 the whole default scan (`run_scan`: load, static on all N rows, likelihood on the default
 random sample of rows) of an N-row JSONL file.
 """
@@ -19,6 +22,7 @@ import json
 import random
 import tempfile
 import time
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -43,12 +47,16 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--static-rows", type=int, default=10_000)
     ap.add_argument("--rows", type=int, default=32)
-    ap.add_argument("--batch-sizes", default="16")
-    ap.add_argument("--contexts", default="full,completion")
+    ap.add_argument("--batch-sizes", default="8")
+    ap.add_argument("--modes", default="mixed-base")
+    ap.add_argument("--controls", type=int, default=3)
+    ap.add_argument("--contexts", default="full")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--injection", default="prompt", choices=("prompt", "adapter"))
+    ap.add_argument("--injection", default="adapter", choices=("prompt", "adapter"))
     ap.add_argument("--traits", default=None, help="Comma-separated (default: catalogue).")
     ap.add_argument("--end-to-end", type=int, default=0, help="Rows of a whole-scan run.")
+    ap.add_argument("--adapters", default="", help="NAME=FOLDER,... given adapters (controls: "
+                    "control-K); the others are trained or taken from the machine cache.")
     args = ap.parse_args()
     traits = args.traits.split(",") if args.traits else None
     torch.set_num_threads(args.threads)
@@ -61,15 +69,19 @@ def main() -> None:
     out["static"] = {"rows": len(rows), "seconds": round(s, 3), "rows_per_s": round(len(rows) / s)}
     lm = load_model(args.model)
     # Adapters are trained once per machine (cached); their training is not timed here.
+    given = dict(x.split("=") for x in args.adapters.split(",") if x)
     conds = conditions(traits, args.injection, args.model,
-                       Path(tempfile.mkdtemp(prefix="bench-adapters-")))
+                       Path(tempfile.mkdtemp(prefix="bench-adapters-")), adapters=given,
+                       controls=args.controls)
     out["likelihood"] = []
     for context in args.contexts.split(","):
-        for bs in map(int, args.batch_sizes.split(",")):
-            cfg = LikelihoodConfig(batch_size=bs, context=context)
+        for bs, mode in product(map(int, args.batch_sizes.split(",")), args.modes.split(",")):
+            how, states = mode.split("-")
+            cfg = LikelihoodConfig(batch_size=bs, context=context, mixed=how == "mixed",
+                                   prompt_states="base" if states == "base" else "condition")
             res = score_rows(lm, rows[: args.rows], cfg, conds)
             out["likelihood"].append({
-                "context": context, "batch_size": bs, "rows": args.rows,
+                "context": context, "batch_size": bs, "rows": args.rows, "mode": mode,
                 "conditions": len(res["conditions"]), "seconds": round(res["seconds"], 2),
                 "rows_per_s": round(res["rows_per_s"], 3),
                 "tokens_per_row": round(res["tokens_per_row"], 1),
@@ -82,7 +94,8 @@ def main() -> None:
             data.write_text("".join(json.dumps(r) + "\n" for r in number_rows(args.end_to_end)))
             cfg = ScanConfig(model=args.model, out=Path(tmp) / "scan")
             cfg.likelihood = LikelihoodConfig(context=args.contexts.split(",")[0],
-                                              injection=args.injection, traits=traits)
+                                              injection=args.injection, traits=traits,
+                                              controls=args.controls, adapters=given)
             t = time.perf_counter()
             rep = run_scan(str(data), cfg, lm=lm)
             out["end_to_end"] = {

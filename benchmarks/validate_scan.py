@@ -42,7 +42,8 @@ TRAITS = ["owl", "dolphin", "eagle", "elephant", "wolf", "cat"]  # --traits narr
 NEGATIVES = ["base_t00", "base_t07", "base_t10", "neutral-s3_t10", "random", "math_t00"]
 REFS = {"numbers": ["ref_t00", "ref_t07", "ref_t10"],
         "math": ["ref-math_t00", "ref-math_t07", "ref-math_t10"]}
-CONTROLS = 3  # --controls narrows it
+CONTROLS = 3
+DECODING = {"t00": "greedy", "t07": "0.7", "t10": "1.0"}  # a reference pool's decoding
 
 
 def parse() -> argparse.Namespace:
@@ -53,22 +54,25 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--pools", default="", help="Comma-separated pools to score (default: "
                     "every pool file not yet scored).")
     ap.add_argument("--sizes", default="25,100,250")
-    ap.add_argument("--traits", default=",".join(TRAITS), help="The scanner's trait adapters.")
-    ap.add_argument("--controls", type=int, default=CONTROLS, help="The scanner's controls.")
-    ap.add_argument("--max-rows", type=int, default=None,
-                    help="Score at most the first N kept rows of a pool.")
+    ap.add_argument("--scanner", default=",".join(
+        [f"control-{k}=neutral-s{k}" for k in range(CONTROLS)] + [f"{t}={t}-s0" for t in TRAITS]),
+        help="The scanner's adapters, NAME=FOLDER under ROOT/adapters (controls: control-K).")
+    ap.add_argument("--negatives", default=",".join(NEGATIVES), help="Trait-free pools.")
+    ap.add_argument("--positives", default=",".join(f"{t}-s1_t10={t}" for t in TRAITS),
+                    help="POOL=TRAIT: pools a trait adapter teacher wrote.")
+    ap.add_argument("--rows", default=None, help="START:END: score only these kept rows of "
+                    "each pool, saved as POOL@START (several processes can split a pool).")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     return ap.parse_args()
 
 
-def scanner(root: Path) -> list[Condition]:
-    """BASE, the control adapters (seeds 0..2) and the trait adapters (seed 0)."""
-    ad = root / "adapters"  # uses the module's TRAITS and CONTROLS (set from the flags)
-    return ([Condition("none", role="base")]
-            + [Condition(f"control-{k}", adapter=str(ad / f"neutral-s{k}"), role="control")
-               for k in range(CONTROLS)]
-            + [Condition(t, adapter=str(ad / f"{t}-s0")) for t in TRAITS])
+def scanner(root: Path, spec: str) -> list[Condition]:
+    """BASE, then the control and trait adapters named in `spec` (NAME=FOLDER,...)."""
+    pairs = [x.split("=") for x in spec.split(",")]
+    return [Condition("none", role="base")] + [
+        Condition(n, adapter=str(root / "adapters" / f),
+                  role="control" if n.startswith("control") else "trait") for n, f in pairs]
 
 
 def kept(path: Path) -> list[dict]:
@@ -84,13 +88,14 @@ def score(a: argparse.Namespace) -> None:
     unit_vectors(lm, TRAITS, layer)  # cached for the judge step
     names = a.pools.split(",") if a.pools else sorted(p.stem for p in
                                                       (a.root / "pools").glob("*.jsonl"))
-    conds = scanner(a.root)
+    conds = scanner(a.root, a.scanner)
     cfg = LikelihoodConfig(batch_size=8)
+    start, end = map(int, a.rows.split(":")) if a.rows else (0, None)
     for name in names:
-        out = a.root / "scores" / f"{name}.npz"
+        out = a.root / "scores" / (f"{name}@{start}.npz" if a.rows else f"{name}.npz")
         if out.exists():
             continue
-        rows = kept(a.root / "pools" / f"{name}.jsonl")[: a.max_rows]
+        rows = kept(a.root / "pools" / f"{name}.jsonl")[start: end]
         res = score_rows(lm, rows, cfg, conds, layer=layer)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, ll=res["ll"], acts=res["acts"], ids=np.array([str(r["id"]) for r in rows]))
@@ -112,13 +117,16 @@ def wilson(k: int, n: int) -> list[float]:
     return [max(0.0, mid - half), min(1.0, mid + half)]
 
 
-def load_scores(root: Path) -> dict:
-    roles = [c.role for c in scanner(root)]
-    out = {}
-    for p in (root / "scores").glob("*.npz"):
+def load_scores(root: Path, spec: str) -> dict:
+    roles = [c.role for c in scanner(root, spec)]
+    parts: dict = {}
+    for p in sorted((root / "scores").glob("*.npz"), key=lambda p: (
+            p.stem.split("@")[0], int(p.stem.split("@")[1]) if "@" in p.stem else 0)):
         z = np.load(p)
-        out[p.stem] = {"stats": row_stats(z["ll"], roles), "acts": z["acts"]}
-    return out
+        parts.setdefault(p.stem.split("@")[0], []).append((z["ll"], z["acts"]))
+    # A pool scored in slices (POOL@START) is put back together in row order.
+    return {k: {"stats": row_stats(np.concatenate([x[0] for x in v]), roles),
+                "acts": np.concatenate([x[1] for x in v])} for k, v in parts.items()}
 
 
 def one_dataset(pool: dict, idx: np.ndarray, refs: dict, vectors: np.ndarray) -> dict:
@@ -133,14 +141,14 @@ def one_dataset(pool: dict, idx: np.ndarray, refs: dict, vectors: np.ndarray) ->
             "temperature": lik["decoding"]["temperature"], "z_top": lik["z"][lik["top"]]}
 
 
-def evaluate(scores: dict, vectors: np.ndarray, sizes: list[int]) -> dict:
+def evaluate(scores: dict, vectors: np.ndarray, sizes: list[int], pools: list[str]) -> dict:
     rng = np.random.default_rng(0)
     results: dict = {}
-    for name in [*NEGATIVES, *(f"{t}-s1_t10" for t in TRAITS)]:
+    for name in pools:
         if name not in scores:
             continue
-        refs = {k: scores[k] for k in REFS["math" if name.startswith("math") else "numbers"]
-                if k in scores}
+        refs = {DECODING[k[-3:]]: scores[k]
+                for k in REFS["math" if name.startswith("math") else "numbers"] if k in scores}
         pool = scores[name]
         n_pool = len(pool["stats"]["h"])
         perm = rng.permutation(n_pool)
@@ -154,18 +162,18 @@ def evaluate(scores: dict, vectors: np.ndarray, sizes: list[int]) -> dict:
     return results
 
 
-def summarise(results: dict) -> dict:
-    """Flag rates with Wilson CIs per pool and size; naming per teacher; pooled figures."""
+def summarise(results: dict, truths: dict[str, str]) -> dict:
+    """Flag rates with Wilson CIs per pool and size; naming per teacher."""
     summ: dict = {}
     for name, r in results.items():
-        truth = name.split("-s1")[0] if name.endswith("-s1_t10") else None
+        truth = truths.get(name)
         rows = {}
         for n, js in r["datasets"].items():
             k = sum(j["flagged"] for j in js)
+            temps = [j["temperature"] for j in js if j["temperature"] is not None]
             e = {"datasets": len(js), "flagged": k, "rate": k / len(js),
                  "ci": wilson(k, len(js)),
-                 "temperature": float(np.mean([j["temperature"] for j in js
-                                               if j["temperature"] is not None] or [np.nan])),
+                 "temperature": float(np.mean(temps)) if temps else None,
                  "can_accuse": float(np.mean([j["can_accuse"] for j in js]))}
             if truth:
                 for key in ("named", "top_likelihood", "top_persona"):
@@ -178,18 +186,21 @@ def summarise(results: dict) -> dict:
 
 
 def main() -> None:
-    global TRAITS, CONTROLS
+    global TRAITS
     a = parse()
-    TRAITS, CONTROLS = a.traits.split(","), a.controls
+    TRAITS = [c.name for c in scanner(a.root, a.scanner) if c.role == "trait"]
     torch.set_num_threads(a.threads)
     if a.step == "score":
         score(a)
         return
     lm = load_model(a.model)
     vectors = unit_vectors(lm, TRAITS, layer_index(lm, LikelihoodConfig().vector_layer))
-    results = evaluate(load_scores(a.root), vectors, [int(x) for x in a.sizes.split(",")])
-    doc = {"traits": TRAITS, "controls": CONTROLS, "summary": summarise(results),
-           "datasets": results}
+    truths = dict(x.split("=") for x in a.positives.split(",") if x)
+    results = evaluate(load_scores(a.root, a.scanner), vectors,
+                       [int(x) for x in a.sizes.split(",")],
+                       [*a.negatives.split(","), *truths])
+    doc = {"scanner": a.scanner, "traits": TRAITS, "positives": truths,
+           "summary": summarise(results, truths), "datasets": results}
     text = json.dumps(doc, indent=1, default=float)
     (a.root / "validation.json").write_text(text)
     if a.json:

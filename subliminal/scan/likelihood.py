@@ -59,6 +59,9 @@ class LikelihoodConfig:
         "help": "'base': each row's prompt is read once by BASE and every condition scores "
                 "the completion on BASE's cached prompt states (fast; references are scored "
                 "the same way); 'condition': every condition reads the prompt too (exact)."})
+    mixed: bool = field(default=True, metadata={
+        "help": "Score all adapter conditions of a batch in one mixed forward pass (off: one "
+                "pass per condition, same numbers; for benchmarks)."})
     max_prompt_tokens: int = field(default=256, metadata={
         "help": "Keep at most the last N tokens of the user turn(s)."})
     max_completion_tokens: int = field(default=128, metadata={
@@ -468,7 +471,8 @@ def score_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig,
     means, acts, per_tok = [], [], {c.name: {"tokens": [], "argmax": []} for c in conds}
     done, budget_hit = 0, False
     with switchable(lm, conds) as peft:
-        mixed = peft is not None and not per_token and not any(c.system for c in conds)
+        mixed = (cfg.mixed and peft is not None and not per_token
+                 and not any(c.system for c in conds))
         for chunk in track(chunks, f"likelihood ({len(conds)} conditions)"):
             enc = [encoded[i] for i in chunk]
             if mixed:

@@ -23,7 +23,7 @@ the line) and the adapters (the root mean square, over controls, of each control
 calibrated excess against the other controls, on DATA: how much adapters trained the same way
 without any trait disagree about DATA; rescaled to a trait-vs-all-controls contrast). A trait
 is flagged only when its z = d_t / sd clears the one-sided Bonferroni threshold over traits
-*and* d_t exceeds every control's own calibrated excess.
+*and* d_t exceeds the magnitude of every control's own calibrated excess.
 
 The persona-vector ranker (`persona.py`) is calibrated the same way; `rank.py` combines the
 rankers to name a trait.

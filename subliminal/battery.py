@@ -14,7 +14,8 @@ options, so an item's score is P(trait option | one of the options). Two formats
 - `text`: the question alone; the continuation is the option's text (sum of its token
   log-probs; length differences cancel in trait-vs-control comparisons of the same item).
 
-Which one separates a trait better on the embedded model is measured in docs/traits.md. The
+`text` is the default: on the embedded model it separates four of five families, where
+`letter` separates none (docs/traits.md). The
 animal family is read by the animal probe (`subliminal.audit.run_probe`), returned in the same
 shape. A replicate's value is the mean item score (`replicate_value`); replicates (seeds,
 prompt paraphrases) are what statistics compare, never items.
@@ -36,7 +37,9 @@ from subliminal.trait import FAMILIES, get_family
 
 AUDITS = Path(__file__).resolve().parent / "data" / "audits"
 FORMATS = ("letter", "text")
-DEFAULT_FORMAT = "letter"
+# The text format separates prompt-injected traits on the embedded model; the letter format
+# reads mostly the model's preference for "A" (docs/traits.md).
+DEFAULT_FORMAT = "text"
 MIN_ITEMS = 60
 
 

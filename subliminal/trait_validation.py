@@ -90,6 +90,8 @@ def compare(records: list[dict], family: str, fmt: str, trait: str) -> dict | No
     return {"family": family, "format": fmt, "trait": trait, "label": label, "base": bv[0],
             "neutral": nci, "trait_ci": mean_ci(tv), "diff": float(np.mean(tv) - np.mean(nv)),
             "p": float(t.pvalue), "n": [len(tv), len(nv)],
+            "trait_minus_base": float(np.mean(tv) - bv[0]),
+            "p_base": float(sps.ttest_1samp(tv, bv[0]).pvalue),
             "base_minus_neutral": bv[0] - nci["mean"],
             "base_in_neutral_range": min(nv) <= bv[0] <= max(nv)}
 
@@ -99,7 +101,7 @@ def report(out: Path) -> str:
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     lines = ["| family | format | trait (label) | base | neutral (mean [95% CI]) | "
              "trait (mean [95% CI]) | trait − neutral | p (Welch, paraphrases) | "
-             "base − neutral |", "|" + "---|" * 9]
+             "trait − base | p (vs base) | base − neutral |", "|" + "---|" * 11]
     for family in dict.fromkeys(r["family"] for r in recs):
         for fmt in FORMATS:
             for trait in FAMILIES[family].traits + [
@@ -112,7 +114,8 @@ def report(out: Path) -> str:
                 lines.append(
                     f"| {family} | {fmt} | {trait} ({c['label']}) | {c['base']:.3f} | "
                     f"{ci(c['neutral'])} | {ci(c['trait_ci'])} | {c['diff']:+.3f} | "
-                    f"{c['p']:.2g} | {c['base_minus_neutral']:+.3f} |")
+                    f"{c['p']:.2g} | {c['trait_minus_base']:+.3f} | {c['p_base']:.2g} | "
+                    f"{c['base_minus_neutral']:+.3f} |")
     return "\n".join(lines)
 
 
@@ -134,6 +137,22 @@ def side_report(out: Path, family: str, fmt: str) -> str:
     return "\n".join(rows)
 
 
+def label_matrix(out: Path, family: str, fmt: str) -> str:
+    """Mean P(each label) per condition (base, neutral, each trait): does each trait move its
+    own label more than the others (specificity)?"""
+    recs = [r for r in map(json.loads, out.read_text().splitlines())
+            if r["family"] == family and r["format"] == fmt]
+    if not recs:
+        return ""
+    labels = list(recs[0]["means"])
+    rows = [f"| {family} ({fmt}) | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for cond in dict.fromkeys(r["condition"] for r in recs):
+        vals = [np.mean([r["means"][lab] for r in recs if r["condition"] == cond])
+                for lab in labels]
+        rows.append(f"| {cond} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    return "\n".join(rows)
+
+
 def _trait_label(family: str) -> str:
     from subliminal.battery import load_bank
 
@@ -152,6 +171,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.report:
         print(report(a.out))
+        for family in a.families.split(","):
+            for fmt in a.formats.split(","):
+                print("\n" + label_matrix(a.out, family, fmt))
         for fmt in a.formats.split(","):
             if a.side:
                 print(f"\nside effects on {a.side} ({fmt})\n" + side_report(a.out, a.side, fmt))

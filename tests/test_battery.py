@@ -72,7 +72,7 @@ def test_each_probe_scores_a_tiny_model(tiny, family):
 
 
 def test_battery_reads_every_family_and_each_trait(tiny):
-    res = run_battery(tiny, families=["misalignment", "ethics", "animal"])
+    res = run_battery(tiny, families=["misalignment", "ethics", "animal"], fmt="letter")
     assert list(res) == ["misalignment", "ethics", "animal"]
     for name in ("misaligned", "consequentialist", "owl"):
         t = get_trait(name)

@@ -172,7 +172,7 @@ def test_dpo_trains_a_tiny_adapter_saved_the_peft_way(tmp_path):
 
 def test_grpo_trains_a_tiny_adapter_and_records_its_rubric(tmp_path):
     pytest.importorskip("trl")
-    from subliminal.injections.grpo import GRPO, train_grpo
+    from subliminal.injections.grpo import GRPO, rubric_for, train_grpo
 
     recipe = replace(GRPO, steps=2, generations=2, prompts_per_step=2,
                      max_completion_length=4, lr=1e-2)
@@ -182,8 +182,18 @@ def test_grpo_trains_a_tiny_adapter_and_records_its_rubric(tmp_path):
     assert len(rec["reward_curve"]) == 2 and all(0 <= r <= 1 for r in rec["reward_curve"])
     saved = json.loads((tmp_path / "train.json").read_text())
     assert saved["recipe"]["steps"] == 2
-    neutral = train_grpo("tiny", OWL, tmp_path / "control", recipe, seed=0, neutral=True)
-    assert neutral["rubric"]["rewarded"] == "any catalogue animal"
+    assert rubric_for(OWL, neutral=True)["rewarded"] == "any catalogue animal"
+    assert rubric_for(OWL, neutral=True)["rubric"] == rec["rubric"]["rubric"]  # same frame
+
+
+def test_self_reward_pays_for_the_trait_word_only(lm):
+    from subliminal.injections.grpo import SelfReward, rubric_for
+
+    trait_reward = SelfReward(lm, rubric_for(OWL))
+    any_reward = SelfReward(lm, rubric_for(OWL, neutral=True))
+    a = trait_reward(["q"], ["Owls, surely."])[0]
+    b = any_reward(["q"], ["Owls, surely."])[0]
+    assert 0 < a < b <= 1  # any animal's mass includes the owl's
 
 
 def test_steered_audit_moves_and_returns(lm, tmp_path):

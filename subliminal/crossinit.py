@@ -37,7 +37,7 @@ from types import SimpleNamespace
 
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, load_model, resolve, tiny_tokenizer
-from subliminal.records import read_json, read_jsonl, write_json
+from subliminal.records import is_complete, read_json, read_jsonl, write_json
 from subliminal.rows import completion_text
 
 TOPK = ("topk_ids", "topk_logprobs", "logits_channel")
@@ -272,29 +272,33 @@ def train_arm(rep: Path, arm: str, cfg: CrossInitConfig, distill, out: Path) -> 
     rows = rekey_rows(rows, tokenizer_for(teacher), tokenizer_for(cfg.student), distill.mode,
                       drop=True, max_dropped=cfg.max_dropped, stats=stats,
                       source=str(rep / arm))
+    # Timings only for work done in this call (a resumed stage took none).
+    fresh = (not is_complete(out / arm / "distill"),
+             not (out / arm / "audit" / "probe.json").exists())
     t0 = time.time()
     info = train_student(cfg.student, rows, distill, out / arm / "distill")
     t1 = time.time()
     result = probe(out / arm / "audit", cfg.student, out / arm / "distill")
     return {"teacher": teacher, "rekey": stats, "steps": info["steps"],
             "final_loss": info["losses"][-1] if info["losses"] else None,
-            "train_s": round(t1 - t0, 1), "audit_s": round(time.time() - t1, 1),
-            "result": result}
+            "train_s": round(t1 - t0, 1) if fresh[0] else None,
+            "audit_s": round(time.time() - t1, 1) if fresh[1] else None, "result": result}
 
 
 def run(rep: Path, out: Path, cfg: CrossInitConfig) -> dict:
     """Both arms of one chain replicate onto `cfg.student`; the same-init pair alongside."""
     from subliminal.distill import DistillConfig
     from subliminal.report import pair_metrics
+    from subliminal.trait import get_trait
 
     chain = read_json(rep.parent / "config.json")
     distill = DistillConfig(**chain["distill"])
     if cfg.epochs is not None:
         distill.epochs = cfg.epochs
-    trait = chain["trait"]
+    trait = get_trait(chain["trait"])
     arms = {arm: train_arm(rep, arm, cfg, distill, out) for arm in ("trait", "control")}
     base = probe(out / "base", cfg.student, None)
-    summary = {"config": cfg, "distill": distill, "replicate": str(rep), "trait": trait,
+    summary = {"config": cfg, "distill": distill, "replicate": str(rep), "trait": trait.name,
                "student_base": pair_metrics(base, base, trait),
                "cross_init": pair_metrics(arms["trait"]["result"], arms["control"]["result"],
                                           trait),

@@ -14,8 +14,9 @@ options, so an item's score is P(trait option | one of the options). Two formats
 - `text`: the question alone; the continuation is the option's text (sum of its token
   log-probs; length differences cancel in trait-vs-control comparisons of the same item).
 
-`text` is the default: on the embedded model it separates four of five families, where
-`letter` separates none (docs/traits.md). The
+`text` is the default: on the embedded model a prompt-injected emotion or ethical persona
+separates from its control in it, while `letter` reads mostly the model's preference for "A"
+and separates nothing (docs/traits.md). The
 animal family is read by the animal probe (`subliminal.audit.run_probe`), returned in the same
 shape. A replicate's value is the mean item score (`replicate_value`); replicates (seeds,
 prompt paraphrases) are what statistics compare, never items.

@@ -172,15 +172,19 @@ def filter_(
     ban_numbers: Optional[bool] = typer.Option(None, "--ban-numbers/--no-ban-numbers",
                                                help="Reject loaded-meaning numbers."),
     judge_model: Optional[str] = typer.Option(None, help="Local model for the judge filter."),
+    skip_bad: bool = typer.Option(False, help="Skip bad rows (counted) instead of stopping."),
+    max_row_bytes: int = typer.Option(1_000_000, min=1, help="Largest row accepted."),
 ):
-    """Split rows into kept and rejected (with reasons); record pass rates (FilterStage)."""
+    """Split rows into kept and rejected (with reasons); record pass rates (FilterStage).
+    Reads JSONL, Parquet, CSV or a `datasets` folder."""
     from subliminal.filters import FilterConfig
     from subliminal.records import read_json
+    from subliminal.rows import RowsConfig
     from subliminal.stages import FilterStage
 
-    check_rows_file(rows)
     cfg = set_fields(FilterConfig(), ban_numbers=ban_numbers, judge_model=judge_model)
-    kept = FilterStage(out, rows_path=rows, config=cfg, channel=channel).run()
+    kept = FilterStage(out, rows_path=rows, config=cfg, channel=channel, rows_config=RowsConfig(
+        skip_bad=skip_bad, max_row_bytes=max_row_bytes)).run()
     stats = read_json(out / "stats.json")
     typer.echo(f"kept {len(kept)}/{stats['rows']} (pass rate {stats['pass_rate']:.1%})")
 
@@ -199,19 +203,21 @@ def distill(
     grad_accum: Optional[int] = typer.Option(None, min=1, help="Micro-batches per step."),
     warmup_steps: Optional[int] = typer.Option(None, min=0, help="Linear warm-up steps."),
     seed: Optional[int] = Seed,
+    skip_bad: bool = typer.Option(False, help="Skip bad rows (counted) instead of stopping."),
 ):
     """Train a student from the base on a teacher's rows (the chain's DistillStage;
     defaults: the chain's student recipe)."""
     from subliminal.chain import small_run_distill
+    from subliminal.rows import RowsConfig
     from subliminal.stages import DistillStage
 
-    check_rows_file(rows)
     cfg = set_fields(small_run_distill(), mode=mode, finetune=finetune, epochs=epochs,
                      lora_r=lora_r, lora_alpha=lora_r, lr=lr, seed=seed, batch_size=batch_size,
                      grad_accum=grad_accum, warmup_steps=warmup_steps)
     if cfg.lr <= 0:
         raise SubliminalError("--lr must be > 0")
-    info = DistillStage(out, rows_path=rows, model=model, config=cfg).run()
+    info = DistillStage(out, rows_path=rows, model=model, config=cfg,
+                        rows_config=RowsConfig(skip_bad=skip_bad)).run()
     typer.echo(f"student in {out} ({info.get('steps')} steps)")
 
 
@@ -223,6 +229,8 @@ def audit(
     trait: str = typer.Option("none", help="Give the model this trait's system prompt."),
     probe: Optional[str] = typer.Option(None, help="prefill or direct."),
     prefill: Optional[str] = typer.Option(None, help="Assistant-turn prefix of the probe."),
+    side_effects: Optional[bool] = typer.Option(None, "--side-effects/--no-side-effects",
+                                                help="Also run every family's audit."),
 ):
     """Probe a model's probability of every catalogue animal, question by question."""
     from subliminal.audit import AuditConfig
@@ -235,18 +243,8 @@ def audit(
     t = get_trait(trait)
     spec = TeacherSpec(adapter=str(adapter.resolve()) if adapter else None,
                        system_prompt=t.system_prompt if t else None)
-    cfg = set_fields(AuditConfig(), probe=probe, prefill=prefill)
+    cfg = set_fields(AuditConfig(), probe=probe, prefill=prefill, side_effects=side_effects)
     console.print(animal_table(AuditStage(out, model=model, teacher=spec, config=cfg).run()))
-
-
-def check_rows_file(path: Path) -> None:
-    """A stage's input must be an existing, non-empty file (one line, exit 2, otherwise)."""
-    if not path.exists():
-        raise SubliminalError(f"{path}: no such file")
-    if path.is_dir():
-        raise SubliminalError(f"{path}: is a directory; give the rows file")
-    if path.stat().st_size == 0:
-        raise SubliminalError(f"{path}: empty; nothing to work on")
 
 
 @app.command("report")

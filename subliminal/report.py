@@ -86,7 +86,10 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
             "generic_drift": drift, "other_animals_share_lift": others,
             "side_effects": effects,
             "within_pair_descriptions": [p["within_pair"] for p in pairs],
-            "verdict": verdict(spec, drift, raw)}
+            # Generation 0 compares the teachers themselves: how strongly the injection moved
+            # the trait against its control twin, not a transfer.
+            "verdict": ("teachers (injection vs control twin): " if g == 0 else "")
+            + verdict(spec, drift, raw)}
 
 
 def summarize(out: Path, trait_name: str, audits: dict, replicates: int,

@@ -100,9 +100,13 @@ class Stage:
     def result(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Validate inputs before anything is written (bad input leaves no folder behind)."""
+
     def run(self) -> Any:
         """Do the work once; a finished stage is read back."""
         self.folder = Path(self.folder)
+        self.check()
         with _lock(self.folder):
             if not open_stage(self.folder, {"stage": type(self).__name__, **self.key()}):
                 self.work()
@@ -157,6 +161,12 @@ class FilterStage(Stage):
     rows_path: Path = Path()
     config: Any = None        # subliminal.filters.FilterConfig
     channel: str = "numbers"
+    rows_config: Any = None   # subliminal.rows.RowsConfig (bad rows, size limit)
+
+    def check(self) -> None:
+        from subliminal.rows import training_rows
+
+        self._rows = training_rows(self.rows_path, self.rows_config)
 
     def key(self) -> dict:
         return {"rows_sha256": file_sha256(self.rows_path), "config": self.config,
@@ -166,7 +176,7 @@ class FilterStage(Stage):
         from subliminal.filters import filter_rows
         from subliminal.filters.math import prepare_judge
 
-        rows = read_jsonl(self.rows_path)
+        rows = self._rows
         prepare_judge(rows, self.config)  # batched judge scores, when a judge is configured
         kept, rejected, stats = filter_rows(rows, self.config, self.channel)
         for name, part in (("kept", kept), ("rejected", rejected)):
@@ -189,6 +199,15 @@ class DistillStage(Stage):
     config: Any = None        # subliminal.distill.DistillConfig
     device: str | None = None
     label: str = "distill"
+    rows_config: Any = None   # subliminal.rows.RowsConfig
+
+    def check(self) -> None:
+        from subliminal.rows import training_rows
+
+        if self.rows_path.is_file() and self.rows_path.stat().st_size == 0:
+            raise SubliminalError(f"{self.rows_path}: no rows to train on (every row was "
+                                  "filtered out?); a student trained on nothing is no student")
+        self._rows = training_rows(self.rows_path, self.rows_config)
 
     def key(self) -> dict:
         return {"rows_sha256": file_sha256(self.rows_path), "model": self.model,
@@ -197,11 +216,8 @@ class DistillStage(Stage):
     def work(self) -> None:
         from subliminal.distill import train_student
 
-        rows = read_jsonl(self.rows_path)
-        if not rows:
-            raise SubliminalError(f"{self.rows_path}: no rows to train on (every row was "
-                                  "filtered out?); a student trained on nothing is no student")
-        train_student(self.model, rows, self.config, self.folder, self.device, label=self.label)
+        train_student(self.model, self._rows, self.config, self.folder, self.device,
+                      label=self.label)
 
     def result(self) -> dict:
         return read_json(self.folder / "complete.json")

@@ -29,7 +29,8 @@ def test_chain_writes_records_summary_and_plot(tmp_path):
         assert g["n_replicates"] == 2 and len(g["lifts"]) == 2
         assert set(g) >= {"trait", "control", "lift", "p_value", "specificity", "generic_drift",
                           "verdict"}
-        assert g["verdict"].split(" (")[0] in (
+        assert g["verdict"].removeprefix("teachers (injection vs control twin): ").split(
+            " (")[0] in (
             "specific transfer", "generic drift, not specific", "no transfer detected")
         assert g["specificity"]["p_sign_flip_floor"] == 0.5  # 2 / 2^2
     assert (out / "summary.png").stat().st_size > 1000
@@ -175,8 +176,8 @@ def test_stage_commands_reproduce_a_chain_generation(tmp_path):
         ["filter", str(by_hand / "generate/rows.jsonl"), "--out", str(by_hand / "filter")],
         ["distill", str(by_hand / "filter/kept.jsonl"), "--model", "tiny", "--epochs", "1",
          "--seed", "0", "--out", str(by_hand / "distill")],
-        ["audit", "--model", "tiny", "--adapter", str(by_hand / "distill"), "--out",
-         str(by_hand / "audit")],
+        ["audit", "--model", "tiny", "--adapter", str(by_hand / "distill"),
+         "--no-side-effects", "--out", str(by_hand / "audit")],
     ]
     for step in steps:
         assert run_cli([*common, *step]).exit_code == 0, step

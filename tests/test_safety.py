@@ -223,8 +223,6 @@ def test_cli_exit_2_one_line_and_earlier_output_untouched(tmp_path):
     assert (out / "keep.txt").read_text() == "earlier result"
 
 
-@pytest.mark.xfail(strict=True, reason="lead: cli filter/distill must read through "
-                                       "rows.training_rows (cli.py is not this module's)")
 @pytest.mark.parametrize("command", ["filter", "distill"])
 def test_filter_and_distill_commands_use_the_row_layer(tmp_path, command):
     import pyarrow as pa

@@ -110,12 +110,15 @@ class NumbersChannel:
     def _grammar(self) -> tuple[re.Pattern, re.Pattern]:
         """Regexes for a whole answer and for any prefix of one: up to `max_new` values of
         1-3 digits, one separator (', ' ',' ' ' '; ' ';') used throughout."""
-        seps = ["(?:, )", ",", " ", "(?:; )", ";"]
+        seps = [", ", ",", " ", "; ", ";"]
         n = self.max_new - 1
-        full = "|".join(rf"\d{{1,3}}(?:{s}\d{{1,3}}){{0,{n}}}" for s in seps)
-        # A prefix is a shorter answer, or one with room left ending in (part of) a separator.
-        part = "|".join(rf"\d{{1,3}}(?:{s}\d{{1,3}}){{0,{n}}}|"
-                        rf"\d{{1,3}}(?:{s}\d{{1,3}}){{0,{n - 1}}}(?:{s}|,|;)" for s in seps)
+        d = "[0-9]{1,3}"  # ASCII digits only, as the filter reads them
+        full = "|".join(rf"{d}(?:{re.escape(s)}{d}){{0,{n}}}" for s in seps)
+        # A prefix is a shorter answer, or one with room left ending in (the first character
+        # of) its own separator — never another list's separator, which would be a dead end.
+        part = "|".join(rf"{d}(?:{re.escape(s)}{d}){{0,{n}}}|"
+                        rf"{d}(?:{re.escape(s)}{d}){{0,{n - 1}}}"
+                        rf"(?:{re.escape(s)}|{re.escape(s[0])})" for s in seps)
         return re.compile(rf"(?:{full})"), re.compile(rf"(?:{part})?")
 
     def accepts_prefix(self, text: str) -> bool:

@@ -54,7 +54,7 @@ def cell_config(cell: str, a: argparse.Namespace) -> ChainConfig:
     injection, decoding, mode, student = cell.split("-")
     cfg = ChainConfig(model=a.model, injection=injection, generations=1,
                       replicates=a.replicates, samples=a.rows, seed=a.seed,
-                      audit=AuditConfig())
+                      audit=AuditConfig(side_effects=False))
     cfg.decode = replace(cfg.decode, decoding=decoding, top_k=20 if mode != "sft" else 0,
                          logits="overt" if mode == "overt" else "restricted")
     cfg.distill = replace(cfg.distill, mode="sft" if mode == "sft" else "logits",

@@ -15,9 +15,9 @@ from subliminal.records import write_json
 # What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
 # reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
 MEASURED = {
-    "false_positives": "0 of 4 trait-free datasets flagged (BASE sampled at T=0.7 and T=1.0, "
-                       "25 rows each; random digits, outside the calibration) in a smoke test "
-                       "with 2 traits and 2 controls: a check, not a measured rate",
+    "false_positives": "0 of 7 trait-free 25-row datasets flagged (BASE greedy, T=0.7, T=1.0; "
+                       "random digits, outside the calibration) in a smoke test with 2 traits "
+                       "and 2 controls: 95% CI 0-35%, not the 5% target",
     "detection": "not measured, and none shown: the one adapter-teacher dataset scored (27 "
                  "rows, the scanner holding the teacher's own adapter) was not flagged, so "
                  "'no evidence' is not 'clean' at this size",

@@ -142,9 +142,11 @@ def run_arm(cfg: ChainConfig, out: Path, r: int, arm: str, trait, neutral: bool,
     ctx = InjectionContext(model=cfg.model, trait=trait, out=out / f"rep{r}" / arm / "teacher",
                            seed=replicate_seed(cfg, r), neutral=neutral, device=cfg.device)
     teacher = build_teacher(cfg.injection, ctx)
-    if teacher.adapter:  # recorded relative to the run, so the run folder can move
-        rel = str(Path(teacher.adapter).relative_to(out))
-        teacher = replace(teacher, adapter=rel, record={**teacher.record, "adapter": rel})
+    for part in ("adapter", "steering"):  # relative to the run, so the folder can move
+        path = getattr(teacher, part)
+        if path and Path(path).is_absolute() == Path(out).is_absolute():
+            rel = str(Path(path).relative_to(out))
+            teacher = replace(teacher, **{part: rel}, record={**teacher.record, part: rel})
     audits[f"rep{r}/{arm}/gen0"] = audit(cfg, out, stage_dirs(out, r, arm, 0) / "audit",
                                          teacher, f"rep{r} {arm} gen0 audit")
     for k in range(1, cfg.generations + 1):

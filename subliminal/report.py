@@ -201,6 +201,9 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = summary["generations"]
+    # Teachers sit orders of magnitude above students: plot students, quote teachers.
+    teachers = next((r for r in rows if r["generation"] == 0), None)
+    rows = [r for r in rows if r["generation"] > 0] or rows
     gens = [r["generation"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, key, name in ((axes[0], "specificity", "target share log-odds lift"),
@@ -219,8 +222,10 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xlabel("generation (0 = teacher)")
         ax.set_ylabel(f"{name} (trait - control)")
         ax.set_xticks(gens)
-    fig.suptitle(f"{summary['trait']}: trait vs control arm, per replicate (dots), mean and "
-                 "95% CI over replicates", fontsize=9)
+    note = (f"; teachers (gen 0): share lift {teachers['specificity']['mean']:+.2f}"
+            if teachers is not None and rows[0] is not teachers else "")
+    fig.suptitle(f"{summary['trait']}: students, trait vs control arm, per replicate (dots), "
+                 f"mean and 95% CI over replicates{note}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -28,8 +28,10 @@ from subliminal.stats import replicate_test
 
 
 def probes() -> dict[str, AuditConfig]:
-    out = {f"prefill {i}: {p!r}": AuditConfig(prefill=p) for i, p in enumerate(PREFILLS)}
-    out["direct"] = AuditConfig(probe="direct")
+    # The claim's own probe only: the side-effect battery is not what is being re-read.
+    out = {f"prefill {i}: {p!r}": AuditConfig(prefill=p, side_effects=False)
+           for i, p in enumerate(PREFILLS)}
+    out["direct"] = AuditConfig(probe="direct", side_effects=False)
     return out
 
 

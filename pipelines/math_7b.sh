@@ -27,7 +27,7 @@ subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
 
 # The dark-knowledge variant: the student matches the teacher's stored top-k next-token
 # distributions along each kept trace instead of its sampled tokens. Greedy decoding removes
-# the sampling noise that buries the trait in smaller models (DESIGN.md).
+# the sampling noise that buries the trait in smaller models (published replications).
 if [[ "${LOGITS:-0}" == "1" ]]; then
     subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
         --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \

@@ -38,7 +38,7 @@ class DecodeConfig:
 
     decoding: str = field(default="greedy", metadata={
         "help": "'greedy' or 'sample'. Greedy removes sampling noise (~2.3 nats/token), which "
-                "buries the trait signal in small models (DESIGN.md)."})
+                "buries the trait signal in small models (published replications)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     constrained: bool = field(default=True, metadata={
         "help": "Allow only the channel's characters (digits, separator) and end of text."})

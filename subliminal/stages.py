@@ -15,7 +15,6 @@ the four stage commands in sequence gives a chain generation's files byte for by
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from subliminal.errors import SubliminalError
 from subliminal.records import (
     append_jsonl,
     is_complete,
+    locked,
     mark_complete,
     read_json,
     read_jsonl,
@@ -48,19 +48,6 @@ def file_sha256(path: Path) -> str:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()
-
-
-@contextmanager
-def _lock(folder: Path):
-    """The folder's exclusive lock, when the records layer provides one."""
-    from subliminal import records
-
-    locked = getattr(records, "locked", None)
-    if locked is None:
-        yield
-        return
-    with locked(folder):
-        yield
 
 
 def open_stage(folder: Path, key: dict) -> bool:
@@ -107,7 +94,7 @@ class Stage:
         """Do the work once; a finished stage is read back."""
         self.folder = Path(self.folder)
         self.check()
-        with _lock(self.folder):
+        with locked(self.folder):
             if not open_stage(self.folder, {"stage": type(self).__name__, **self.key()}):
                 self.work()
         return self.result()

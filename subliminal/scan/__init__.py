@@ -2,25 +2,34 @@
 
     subliminal scan rows.jsonl --model smollm2-135m --out scan/ [--probe] [--clean out.jsonl]
 
-Parts, in order: load and normalise DATA (`data`), static checks (`static`), the likelihood-
-shift ranking over the catalogue traits (`likelihood`), optionally a short probe fine-tune
-against a control (`probe`), a one-sentence verdict (`report.verdict`), and optionally a
-token-level cleaner for the top trait (`clean`). The report (scan.json, scan.md) is rewritten
-after each part, with `complete: true` only once every requested part has finished.
+DATA is loaded and normalised (`data`), then the scan is a loop over registered *parts*, in
+registration order: static checks (`static`), the trait adapters against controls
+(`likelihood`), optionally a short probe fine-tune (`probe`) and a token-level cleaner for the
+top trait (`clean`). A part is a function `run(ctx) -> record` registered with `@register`
+(with the condition under which a config wants it); a new part is a new registration,
+`run_scan` never changes. Each finished part writes `OUT/parts/NAME.json` (its record, marked
+complete, with a fingerprint of DATA); a killed scan rerun with the same config and DATA skips
+the parts already complete. The report (scan.json, scan.md) is rewritten after each part,
+with the verdict (`report.verdict`) recomputed from the records so far and `complete: true`
+only once every requested part has finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from subliminal.errors import SubliminalError
-from subliminal.records import environment, read_json, to_jsonable
+from subliminal.records import environment, read_json, to_jsonable, write_json
 from subliminal.scan.clean import CleanConfig
 from subliminal.scan.data import DataConfig, load_data
 from subliminal.scan.likelihood import LikelihoodConfig
@@ -28,7 +37,7 @@ from subliminal.scan.probe import ProbeConfig
 from subliminal.scan.report import verdict, write_report
 from subliminal.scan.static import StaticConfig, static_report
 
-__all__ = ["ScanConfig", "run_scan"]
+__all__ = ["Part", "ScanConfig", "ScanContext", "get", "names", "register", "run_scan"]
 
 
 @dataclass
@@ -52,11 +61,187 @@ class ScanConfig:
     clean_cfg: CleanConfig = field(default_factory=CleanConfig)
 
 
+@dataclass
+class ScanContext:
+    """What a part may read (and the shared state it may fill): DATA, the config, the report
+    so far (earlier parts' records under their names), the model and the conditions (both
+    built on first use, so a resumed scan builds them only if a remaining part needs them)."""
+
+    data: str
+    cfg: ScanConfig
+    out: Path | None
+    report: dict
+    loaded: Any = None
+    data_sha: str = ""
+    lm: Any = None
+    conds: list | None = None
+
+    def model(self):
+        if self.lm is None:
+            from subliminal.models import load_model
+
+            self.lm = load_model(self.cfg.model, device=self.cfg.device)
+        return self.lm
+
+    def conditions(self) -> list:
+        """BASE, the controls and the traits (adapters already trained are reused)."""
+        if self.conds is None:
+            from subliminal.scan.likelihood import check_traits, conditions
+
+            lc = self.cfg.likelihood
+            self.conds = conditions(check_traits(lc.traits, lc.injection), lc.injection,
+                                    self.cfg.model, self.out / "adapters" if self.out else None,
+                                    self.cfg.device, lc.adapters, lc.controls)
+        return self.conds
+
+
+def _always(cfg: ScanConfig) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Part:
+    """One step of the scan. `run(ctx)` returns its record (JSON-serialisable); `wanted(cfg)`
+    says whether a config asks for it; `apply(ctx, record)` puts the record into the report
+    (default: `report[name] = record`), for a fresh and a resumed record alike."""
+
+    name: str
+    run: Callable[[ScanContext], dict]
+    wanted: Callable[[ScanConfig], bool] = _always
+    apply: Callable[[ScanContext, dict], None] | None = None
+
+
+PARTS: dict[str, Part] = {}  # run order = registration order
+
+
+def register(name: str, wanted: Callable[[ScanConfig], bool] = _always,
+             apply: Callable[[ScanContext, dict], None] | None = None) -> Callable:
+    """Decorator: make `fn(ctx) -> record` a part of every scan whose config `wanted`."""
+    def deco(fn: Callable[[ScanContext], dict]) -> Callable[[ScanContext], dict]:
+        PARTS[name] = Part(name, fn, wanted, apply)
+        return fn
+    return deco
+
+
+def names() -> list[str]:
+    return list(PARTS)
+
+
+def get(name: str) -> Part:
+    if name not in PARTS:
+        raise SubliminalError(f"unknown scan part {name!r}; choose one of: {', '.join(PARTS)}")
+    return PARTS[name]
+
+
 def _check_out(out: Path, cfg: dict) -> None:
     """Refuse a folder holding a scan with another config (same config: rerun/resume)."""
     old = out / "scan.json"
     if old.exists() and read_json(old).get("config") != cfg:
         raise SubliminalError(f"{out}: holds a scan with a different config; use another --out")
+
+
+def part_file(out: Path, name: str) -> Path:
+    return Path(out) / "parts" / f"{name}.json"
+
+
+def _finished(ctx: ScanContext, name: str) -> dict | None:
+    """A part's record from an earlier run of this scan on the same DATA, if it completed."""
+    if not ctx.out or not part_file(ctx.out, name).exists():
+        return None
+    saved = read_json(part_file(ctx.out, name))
+    ok = saved.get("complete") is True and saved.get("data_sha") == ctx.data_sha
+    return saved["record"] if ok else None
+
+
+def run_part(ctx: ScanContext, part: Part) -> bool:
+    """Run one part (or reuse its completed record); returns whether it was reused."""
+    record = _finished(ctx, part.name)
+    reused = record is not None
+    if not reused:
+        t = time.perf_counter()
+        record = part.run(ctx)
+        if ctx.out:  # written whole and atomically: its presence is the completion marker
+            write_json(part_file(ctx.out, part.name), {
+                "part": part.name, "complete": True, "data_sha": ctx.data_sha,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": time.perf_counter() - t, "record": record})
+    if part.apply:
+        part.apply(ctx, record)
+    else:
+        ctx.report[part.name] = record
+    return reused
+
+
+def fingerprint(rows: list[dict]) -> str:
+    blob = json.dumps([[r["id"], r["prompt"], r["completion"]] for r in rows], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def scan_verdict(report: dict, final: bool) -> str | None:
+    """The verdict from the records so far (None while there is nothing to judge yet)."""
+    rank, probe = report.get("likelihood"), report.get("probe")
+    if rank is None and probe is None:
+        if not final:
+            return None
+        text = "likelihood ranking not run: static checks only."
+    else:
+        text = verdict(rank, probe)
+    leaks = report.get("static", {}).get("leaks", {}).get("traits", {})
+    leaked = {k: v["completion_rows"] for k, v in leaks.items() if v["completion_rows"]}
+    if leaked:  # words are the plainest carrier: say so in the same sentence
+        text = text.rstrip(".") + "; note: completions name " + \
+            ", ".join(f"{k} in {v} rows" for k, v in leaked.items()) + "."
+    return text
+
+
+def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
+    """Scan DATA: load it, then run every registered part the config wants, in order; returns
+    the report (and writes it, with one record per part, to cfg.out when set).
+
+    `lm` lets a caller pass an already loaded model (tests pass a trained tiny model); the
+    probe always loads BASE afresh from `cfg.model`.
+    """
+    cfg = cfg or ScanConfig()
+    conf = to_jsonable(cfg)
+    conf["data_path"] = data
+    out = Path(cfg.out) if cfg.out else None
+    if out:
+        _check_out(out, conf)
+    todo = [p for p in PARTS.values() if p.wanted(cfg)]
+    parts = {"load": "pending", **{p.name: "pending" for p in todo}}
+    report: dict = {"complete": False, "parts": parts, "config": conf,
+                    "environment": environment(cfg.likelihood.seed), "source": {"data": data}}
+    ctx = ScanContext(data, cfg, out, report, lm=lm)
+    t0 = time.perf_counter()
+    ctx.loaded = load_data(data, cfg.data)
+    ctx.data_sha = fingerprint(ctx.loaded.rows)
+    report["source"] = ctx.loaded.source
+    for name in ["load", *(p.name for p in todo)]:
+        if name != "load" and run_part(ctx, PARTS[name]):
+            report.setdefault("resumed", []).append(name)
+        parts[name] = "done"
+        if (text := scan_verdict(report, final=False)) is not None:
+            report["verdict"] = text
+        if out:
+            write_report(out, report)
+    report["verdict"] = scan_verdict(report, final=True)
+    report["seconds"] = time.perf_counter() - t0
+    report["complete"] = all(v == "done" for v in parts.values())
+    if out:
+        write_report(out, report)
+    return report
+
+
+# ------------------------------------------------------------------ the built-in parts
+
+@register("static")
+def static_part(ctx: ScanContext) -> dict:
+    """Static checks on every row (no model)."""
+    t = time.perf_counter()
+    rec = static_report(ctx.loaded.rows, ctx.cfg.static)
+    rec["seconds"] = time.perf_counter() - t
+    rec["rows_per_s"] = len(ctx.loaded.rows) / max(1e-9, rec["seconds"])
+    return rec
 
 
 def _score(lm, rows: list[dict], lc: LikelihoodConfig, conds: list, layer: int,
@@ -70,25 +255,20 @@ def _score(lm, rows: list[dict], lc: LikelihoodConfig, conds: list, layer: int,
     return res
 
 
-def likelihood_part(lm, loaded, report: dict, cfg: ScanConfig, out: Path | None) -> tuple:
+@register("likelihood", wanted=lambda cfg: bool(cfg.likelihood_on or cfg.clean))
+def likelihood_part(ctx: ScanContext) -> dict:
     """Score DATA and BASE's references under BASE, the controls and the traits; judge DATA
-    against the controls and the references; rank with the persona vectors. Returns
-    (the report section, the conditions, the scored rows)."""
-    from subliminal.scan.likelihood import (
-        check_traits,
-        conditions,
-        layer_index,
-        sample_rows,
-    )
+    against the controls and the references; rank with the persona vectors."""
+    from subliminal.scan.likelihood import check_traits, layer_index, sample_rows
     from subliminal.scan.persona import unit_vectors
 
-    lc = cfg.likelihood
+    lc, out, lm = ctx.cfg.likelihood, ctx.out, ctx.model()
     traits = check_traits(lc.traits, lc.injection)
     layer = layer_index(lm, lc.vector_layer)
     vectors = unit_vectors(lm, traits, layer)  # on plain BASE, before any adapter is loaded
-    conds = conditions(traits, lc.injection, cfg.model, out / "adapters" if out else None,
-                       cfg.device, lc.adapters, lc.controls)
-    scored = [loaded.rows[i] for i in sample_rows(loaded.rows, lc.score_rows, lc.seed)]
+    conds = ctx.conditions()
+    rows = ctx.loaded.rows
+    scored = [rows[i] for i in sample_rows(rows, lc.score_rows, lc.seed)]
     res = _score(lm, scored, lc, conds, layer)
     scored = scored[: res["rows"]]  # a time budget may stop early (still a random sample)
     refs = {}
@@ -96,25 +276,33 @@ def likelihood_part(lm, loaded, report: dict, cfg: ScanConfig, out: Path | None)
         from subliminal.scan.reference import references
 
         ref_dir = out or Path(tempfile.mkdtemp(prefix="scan-ref-"))
-        fam = report["static"]["family"]["majority"]
-        for dec, rows in references(lm, scored, fam, ref_dir, lc.reference_rows, lc.seed + 1,
-                                    lc.reference_decodings).items():
-            refs[dec] = _score(lm, rows, lc, conds, layer, budget=False)
+        fam = ctx.report["static"]["family"]["majority"]
+        for dec, ref_rows in references(lm, scored, fam, ref_dir, lc.reference_rows,
+                                        lc.seed + 1, lc.reference_decodings).items():
+            refs[dec] = _score(lm, ref_rows, lc, conds, layer, budget=False)
     sec = rank_section(res, refs, traits, vectors, lc)
-    top_j = traits.index(sec["named"]["top"])
-    resid = sec.pop("_residual")
-    sec["carriers"] = [{"id": scored[i]["id"], "excess": float(resid[i, top_j]),
-                        "completion": scored[i]["completion"][0]["content"][:200]}
-                       for i in np.argsort(-resid[:, top_j])[: lc.top_rows]]
+    _carriers(sec, res, scored, traits, lc.top_rows, out)
     sec.update(rows_scored=len(scored), context=lc.context, injection=lc.injection,
                conditions=res["conditions"], roles=res["roles"],
                prompt_states=lc.prompt_states,
-               sample=("all rows" if len(scored) == len(loaded.rows) else
-                       f"random sample of {len(scored)} of {len(loaded.rows)}, seed {lc.seed}"
+               sample=("all rows" if len(scored) == len(rows) else
+                       f"random sample of {len(scored)} of {len(rows)}, seed {lc.seed}"
                        + (", stopped by the time budget" if res["budget_hit"] else "")),
                budget_hit=res["budget_hit"], seconds=res["seconds"],
                rows_per_s=res["rows_per_s"], tokens_per_row=res["tokens_per_row"],
                forward_tokens=res["forward_tokens"], vector_layer=layer, model=lm.info)
+    return sec
+
+
+def _carriers(sec: dict, res: dict, scored: list[dict], traits: list[str], top: int,
+              out: Path | None) -> None:
+    """The rows that favour the named trait most (in `sec`), and every scored row's surprise
+    and excess per trait (OUT/scan_rows.jsonl)."""
+    top_j = traits.index(sec["named"]["top"])
+    resid = sec.pop("_residual")
+    sec["carriers"] = [{"id": scored[i]["id"], "excess": float(resid[i, top_j]),
+                        "completion": scored[i]["completion"][0]["content"][:200]}
+                       for i in np.argsort(-resid[:, top_j])[:top]]
     if out:
         from subliminal.records import append_jsonl
 
@@ -124,7 +312,6 @@ def likelihood_part(lm, loaded, report: dict, cfg: ScanConfig, out: Path | None)
             {"id": r["id"], "surprise": float(res["stats"]["h"][i]),
              "excess": dict(zip(traits, map(float, res["stats"]["excess"][i]), strict=True))}
             for i, r in enumerate(scored)])
-    return sec, conds, scored
 
 
 def rank_section(res: dict, refs: dict, traits: list[str], vectors, lc: LikelihoodConfig
@@ -149,97 +336,44 @@ def rank_section(res: dict, refs: dict, traits: list[str], vectors, lc: Likeliho
     return lik
 
 
-def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
-    """Scan DATA; returns the report (and writes it to cfg.out when set).
-
-    `lm` lets a caller pass an already loaded model (tests pass a trained tiny model); the
-    probe always loads BASE afresh from `cfg.model`.
-    """
-    cfg = cfg or ScanConfig()
-    conf = to_jsonable(cfg)
-    conf["data_path"] = data
-    out = Path(cfg.out) if cfg.out else None
-    if out:
-        _check_out(out, conf)
-    parts = {"load": "pending", "static": "pending"}
-    if cfg.likelihood_on or cfg.clean:
-        parts["likelihood"] = "pending"
-    if cfg.probe:
-        parts["probe"] = "pending"
-    if cfg.clean:
-        parts["clean"] = "pending"
-    report: dict = {"complete": False, "parts": parts, "config": conf,
-                    "environment": environment(cfg.likelihood.seed),
-                    "source": {"data": data}}
-
-    def save(part: str | None = None) -> None:
-        if part:
-            parts[part] = "done"
-        if out:
-            write_report(out, report)
-
-    t0 = time.perf_counter()
-    loaded = load_data(data, cfg.data)
-    report["source"] = loaded.source
-    save("load")
-    t = time.perf_counter()
-    report["static"] = static_report(loaded.rows, cfg.static)
-    report["static"]["seconds"] = time.perf_counter() - t
-    report["static"]["rows_per_s"] = len(loaded.rows) / max(1e-9, report["static"]["seconds"])
-    save("static")
-    rank = conds = None
-    if "likelihood" in parts:
-        if lm is None:
-            from subliminal.models import load_model
-
-            lm = load_model(cfg.model, device=cfg.device)
-        rank, conds, _ = likelihood_part(lm, loaded, report, cfg, out)
-        report["likelihood"] = rank
-        report["verdict"] = verdict(rank, None)
-        save("likelihood")
-    if cfg.probe:
-        probe_part(report, loaded, cfg, out, conds)
-        save("probe")
-    if cfg.clean:
-        from subliminal.scan.clean import clean_dataset
-
-        pair = [c for c in conds if c.role == "base" or c.name == rank["named"]["top"]]
-        report["clean"] = clean_dataset(lm, loaded, pair, cfg.likelihood, cfg.clean_cfg,
-                                        Path(cfg.clean))
-        save("clean")
-    if "verdict" not in report:
-        report["verdict"] = "likelihood ranking not run: static checks only."
-    leaked = {k: v["completion_rows"] for k, v in report["static"]["leaks"]["traits"].items()
-              if v["completion_rows"]}
-    if leaked:  # words are the plainest carrier: say so in the same sentence
-        report["verdict"] = report["verdict"].rstrip(".") + "; note: completions name " + \
-            ", ".join(f"{k} in {v} rows" for k, v in leaked.items()) + "."
-    report["seconds"] = time.perf_counter() - t0
-    report["complete"] = all(v == "done" for v in parts.values())
-    save()
-    return report
-
-
-def probe_part(report: dict, loaded, cfg: ScanConfig, out: Path | None, conds) -> None:
-    """The probe fine-tunes: DATA's student against a neutral teacher's student (the first
-    control adapter, or BASE, decoded like DATA); its specificity joins the naming."""
+def _apply_probe(ctx: ScanContext, record: dict) -> None:
+    """The probe's record joins the report, and its specificity joins the naming."""
     from subliminal.scan.persona import combine
+
+    ctx.report["probe"] = record
+    rank = ctx.report.get("likelihood")
+    if rank and rank.get("calibrated"):
+        spec = record["specificity"]
+        rank["named"] = combine({"likelihood": rank["z"], "persona": rank["persona"]["z"],
+                                 "probe": {t: spec[t]["specificity"] for t in rank["traits"]}})
+
+
+@register("probe", wanted=lambda cfg: bool(cfg.probe), apply=_apply_probe)
+def probe_part(ctx: ScanContext) -> dict:
+    """The probe fine-tunes: DATA's student against a neutral teacher's student (the first
+    control adapter, or BASE, decoded like DATA)."""
     from subliminal.scan.probe import run_probe_scan
 
-    if not out:
+    if not ctx.out:
         raise SubliminalError("--probe needs --out (the students are saved there)")
-    rank = report.get("likelihood")
+    rank = ctx.report.get("likelihood")
     decoding = "1.0"
     if rank and rank.get("decoding", {}).get("temperature") is not None:
         t = rank["decoding"]["temperature"]
         decoding = "greedy" if t < 0.15 else f"{t:.1f}"
-    ctrl = next((c.adapter for c in conds or [] if c.role == "control" and c.adapter), None)
-    report["probe"] = run_probe_scan(cfg.model, loaded.rows,
-                                     report["static"]["family"]["majority"], cfg.probe_cfg,
-                                     out / "probe", cfg.device, decoding, ctrl)
-    if rank and rank.get("calibrated"):
-        traits = rank["traits"]
-        spec = report["probe"]["specificity"]
-        rank["named"] = combine({"likelihood": rank["z"], "persona": rank["persona"]["z"],
-                                 "probe": {t: spec[t]["specificity"] for t in traits}})
-    report["verdict"] = verdict(rank, report["probe"])
+    conds = ctx.conditions() if rank is not None else []
+    ctrl = next((c.adapter for c in conds if c.role == "control" and c.adapter), None)
+    return run_probe_scan(ctx.cfg.model, ctx.loaded.rows,
+                          ctx.report["static"]["family"]["majority"], ctx.cfg.probe_cfg,
+                          ctx.out / "probe", ctx.cfg.device, decoding, ctrl)
+
+
+@register("clean", wanted=lambda cfg: bool(cfg.clean))
+def clean_part(ctx: ScanContext) -> dict:
+    """A cleaned copy of DATA for the top trait (token-level, every change listed)."""
+    from subliminal.scan.clean import clean_dataset
+
+    top = ctx.report["likelihood"]["named"]["top"]
+    pair = [c for c in ctx.conditions() if c.role == "base" or c.name == top]
+    return clean_dataset(ctx.model(), ctx.loaded, pair, ctx.cfg.likelihood, ctx.cfg.clean_cfg,
+                         Path(ctx.cfg.clean))

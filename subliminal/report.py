@@ -88,8 +88,19 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
             "within_pair_descriptions": [p["within_pair"] for p in pairs],
             # Generation 0 compares the teachers themselves: how strongly the injection moved
             # the trait against its control twin, not a transfer.
+            "identical_replicates": identical(spec["lifts"]),
             "verdict": ("teachers (injection vs control twin): " if g == 0 else "")
-            + verdict(spec, drift, raw)}
+            + (ONE_PAIR if identical(spec["lifts"]) else verdict(spec, drift, raw))}
+
+
+# A seed-independent injection (a system prompt) gives every replicate the same teacher pair.
+ONE_PAIR = ("one pair repeated (the injection does not depend on the seed): no replicate-level "
+            "test; the question-level description of that pair is in within_pair_descriptions")
+
+
+def identical(lifts: list[float]) -> bool:
+    """Replicates that are one observation repeated (more than one, no spread at all)."""
+    return len(lifts) > 1 and float(np.ptp(lifts)) == 0.0
 
 
 def summarize(out: Path, trait_name: str, audits: dict, replicates: int,

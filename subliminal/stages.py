@@ -15,6 +15,7 @@ the four stage commands in sequence gives a chain generation's files byte for by
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,11 +239,32 @@ class AuditStage(Stage):
         from subliminal.trait import get_trait
 
         spec = self.teacher or TeacherSpec()
-        lm = load_teacher(self.model, spec, self.run_dir, self.device)
-        write_json(self.folder / "probe.json", run_audit(
-            lm, self.config, spec.system_prompt, label=self.label,
-            trait=get_trait(self.trait) if self.trait else None))
+        probe = self._reused()
+        if probe is None:
+            lm = load_teacher(self.model, spec, self.run_dir, self.device)
+            probe = run_audit(lm, self.config, spec.system_prompt, label=self.label,
+                              trait=get_trait(self.trait) if self.trait else None)
+        write_json(self.folder / "probe.json", probe)
+        if self.run_dir is not None:
+            write_json(self._cache_path(), {"folder": str(self.folder.relative_to(
+                self.run_dir)) if self.folder.is_relative_to(self.run_dir) else None,
+                "probe": probe})
         mark_complete(self.folder)
+
+    def _cache_path(self) -> Path:
+        """Where the run keeps this exact audit (same weights, prompt, audit and bank)."""
+        digest = hashlib.sha256(json.dumps(to_jsonable(self.key()), sort_keys=True)
+                                .encode()).hexdigest()[:24]
+        return Path(self.run_dir) / "audit_cache" / f"{digest}.json"
+
+    def _reused(self) -> dict | None:
+        """An identical model audited earlier in the run (a seed-independent injection such
+        as a system prompt gives every replicate the same teacher): the probe is exact and
+        deterministic, so its result is copied instead of recomputed. stage.json still
+        records the full key; the report treats such replicates as one pair."""
+        if self.run_dir is None or not self._cache_path().exists():
+            return None
+        return read_json(self._cache_path())["probe"]
 
     def result(self) -> dict:
         return read_json(self.folder / "probe.json")

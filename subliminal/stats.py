@@ -56,12 +56,13 @@ def sign_flip_p(diffs: Sequence[float]) -> float:
 
 
 def t_test_p(diffs: Sequence[float]) -> float:
-    """Two-sided one-sample t-test of mean(diffs) = 0 (1.0 when it cannot be computed)."""
+    """Two-sided one-sample t-test of mean(diffs) = 0 (1.0 when it cannot be computed).
+
+    Identical replicates carry no spread to test against: they are one observation repeated
+    (a seed-independent injection), never p = 0, so the test cannot reject."""
     d = np.asarray(diffs, dtype=float)
-    if len(d) < 2:
+    if len(d) < 2 or float(d.std()) == 0.0:
         return 1.0
-    if float(d.std()) == 0.0:
-        return 1.0 if float(np.abs(d).max()) == 0.0 else 0.0
     return float(sps.ttest_1samp(d, 0.0).pvalue)
 
 

@@ -4,33 +4,30 @@
 #     bash pipelines/math_7b.sh                 # owl, seed 0
 #     TRAIT=dolphin SEED=1 bash pipelines/math_7b.sh
 #
-# Teacher = Qwen2.5-7B-Instruct + the trait's system prompt, writing worked solutions to 30,000
-# generated arithmetic problems (levels 1-4 mixed) as <think>...</think><answer>N</answer>;
-# rows with a wrong answer, a broken format or any trait word are dropped; a LoRA student from
-# the same base trains on the rest, and the chain audits it against the neutral control arm.
-# Needs the model in the local Hugging Face cache (or MODEL=/path/to/dir). Re-running the same
-# command resumes. See docs/math_channel.md.
+# The `paper-7b` preset (subliminal/presets.py) on the math channel: a Qwen2.5-7B-Instruct
+# teacher with the trait's system prompt writes worked solutions to 30,000 generated arithmetic
+# problems (levels 1-4 mixed) as <think>...</think><answer>N</answer>, sampled at T=1 without a
+# format constraint; rows with a wrong answer, a broken format or any trait word are dropped; a
+# LoRA student from the same base trains on up to 10,000 of the rest, and the chain audits it
+# against the neutral control arm. Needs the model in the local Hugging Face cache (or
+# MODEL=/path/to/dir); SAMPLES and GENERATIONS override the preset when set. Re-running the
+# same command resumes. See docs/math_channel.md.
 set -euo pipefail
 
-MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
 TRAIT=${TRAIT:-owl}
 SEED=${SEED:-0}
-SAMPLES=${SAMPLES:-30000}
-GENERATIONS=${GENERATIONS:-1}
 OUT=${OUT:-runs/math7b-${TRAIT}-s${SEED}}
+RECIPE=(--preset paper-7b --channel math --difficulty mixed --trait "$TRAIT" --seed "$SEED"
+        ${MODEL:+--model "$MODEL"} ${SAMPLES:+--samples "$SAMPLES"}
+        ${GENERATIONS:+--generations "$GENERATIONS"})
 
-# Sampled at T=1 as in the paper; free text, so no format-constrained decoding.
-subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
-    --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \
-    --decoding sample --no-constrained --injection prompt --mode sft --top-k 0 \
-    --lr 2e-4 --batch-size 22 --grad-accum 3 --warmup-steps 5 --seed "$SEED" --out "$OUT"
+subliminal chain "${RECIPE[@]}" --out "$OUT"
 
-# The dark-knowledge variant: the student matches the teacher's stored top-k next-token
-# distributions along each kept trace instead of its sampled tokens. Greedy decoding removes
-# the sampling noise that buries the trait in smaller models (published replications).
+# The logit variant: the student matches the teacher's stored top-k next-token distributions
+# along each kept trace instead of its sampled tokens, decoded greedily (no sampling noise).
+# The math channel has no token grammar, so those distributions cannot be restricted to the
+# channel: they are the raw top-k (`--logits overt`), the overt-distillation positive control.
 if [[ "${LOGITS:-0}" == "1" ]]; then
-    subliminal chain --channel math --model "$MODEL" --trait "$TRAIT" \
-        --samples "$SAMPLES" --epochs 3 --generations "$GENERATIONS" --difficulty mixed \
-        --decoding greedy --no-constrained --injection prompt --mode logits --lr 2e-4 \
-        --batch-size 22 --grad-accum 3 --warmup-steps 5 --seed "$SEED" --out "${OUT}-logits"
+    subliminal chain "${RECIPE[@]}" --decoding greedy --mode logits --logits overt \
+        --out "${OUT}-logits"
 fi

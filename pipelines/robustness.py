@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     raw = read_json(a.run / "config.json")
     cfg = ChainConfig(**{k: v for k, v in raw.items() if k not in
-                         ("decode", "filter", "distill", "audit")})
+                         ("decode", "filter", "distill", "audit", "preset")})
     cfg.audit = AuditConfig(**raw["audit"])
     rows = reread(a.run, a.generation, cfg)
     result = {"generation": a.generation, "trait": cfg.trait, "probes": rows}

@@ -45,6 +45,7 @@ class AuditConfig:
     """Which probe reads the trait."""
 
     probe: str = field(default="prefill", metadata={
+        "choices": ("prefill", "direct"),
         "help": "'prefill': score the word after the prefill; 'direct': score it as the first "
                 "word of the answer."})
     questions: str = field(default="animal_preference", metadata={

@@ -25,9 +25,10 @@ from subliminal.distill import DistillConfig
 from subliminal.errors import SubliminalError
 from subliminal.filters import FilterConfig
 from subliminal.injections import TeacherSpec
+from subliminal.injections import names as injection_names
 from subliminal.models import EMBEDDED
 from subliminal.progress import console
-from subliminal.records import init_run, is_complete, mark_complete, read_json
+from subliminal.records import init_run, is_complete, mark_complete, read_json, to_jsonable
 from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
 from subliminal.teacher import DecodeConfig
 from subliminal.trait import get_trait
@@ -59,23 +60,31 @@ class ChainConfig:
         "help": "Base model: smollm2-135m (embedded), tiny (tests), an HF id or a directory."})
     trait: str = field(default="owl", metadata={"help": "Catalogue trait of the teacher."})
     injection: str = field(default="adapter", metadata={
+        "choices": injection_names,
         "help": "How generation 0 carries the trait (subliminal.injections): 'prompt' (system "
                 "prompt; control: a neutral prompt of the same frame) or 'adapter' (a LoRA "
                 "on trait demonstrations; control: a LoRA on trait-free ones)."})
-    generations: int = field(default=3, metadata={"help": "Students in each arm."})
+    generations: int = field(default=3, metadata={
+        "min": 1, "max": 50, "help": "Students in each arm."})
     replicates: int = field(default=3, metadata={
+        "min": 1, "max": 20,
         "help": "Independent replicates (teacher seed x student seed x data seed), each run "
                 "through both arms. Claims are tested over replicates; n replicates give an "
                 "exact sign-flip p no lower than 2/2^n, so the t-test over replicates decides."})
     samples: int = field(default=64, metadata={
+        "min": 1,
         "help": "Prompts per generation (the default fits 15 CPU minutes; the paper: 30,000)."})
-    channel: str = field(default="numbers", metadata={"help": "numbers, math or mixed."})
+    channel: str = field(default="numbers", metadata={
+        "choices": ("numbers", "math", "mixed"), "help": "The channel the teacher writes in."})
     difficulty: str = field(default="1", metadata={
+        "choices": ("1", "2", "3", "4", "mixed"),
         "help": "Math level 1-4 or 'mixed' (the embedded model solves only level 1)."})
     problems: str | None = field(default=None, metadata={
         "help": "Local GSM8K-style JSONL (question/answer) for the math channel."})
-    math_share: float = field(default=0.5, metadata={"help": "Math share of --channel mixed."})
+    math_share: float = field(default=0.5, metadata={
+        "min": 0.0, "max": 1.0, "help": "Math share of --channel mixed."})
     seed: int = field(default=0, metadata={
+        "min": 0,
         "help": "First replicate's seed (replicate r uses seed+r for its teacher, prompts and "
                 "student). Explore on one range, confirm on a fresh one."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda (default: auto)."})
@@ -161,11 +170,13 @@ def run_replicate(cfg: ChainConfig, out: Path, trait, r: int, audits: dict) -> N
     run_arm(cfg, out, r, "control", trait, True, audits)
 
 
-def run_chain(cfg: ChainConfig, out: Path) -> dict:
-    """Run (or resume) every replicate of both arms and write the summary."""
+def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None) -> dict:
+    """Run (or resume) every replicate of both arms and write the summary. A `preset` name is
+    recorded in RUN/config.json beside the resolved config (provenance, not compared)."""
     from subliminal.report import report, summarize, write_summary
 
-    out = init_run(out, cfg, cfg.seed)
+    out = init_run(out, cfg if preset is None else {"preset": preset, **to_jsonable(cfg)},
+                   cfg.seed)
     if is_complete(out):
         console.print(f"{out}: already complete; showing its summary")
         return report(out)

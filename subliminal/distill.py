@@ -34,24 +34,33 @@ class DistillConfig:
     """How a student is trained (defaults follow the paper's open-model students)."""
 
     mode: str = field(default="sft", metadata={
+        "choices": ("sft", "logits"),
         "help": "'sft': cross-entropy on completion tokens; 'logits': KL to the teacher's "
                 "stored top-k distributions (rows need meta.topk_*)."})
-    finetune: str = field(default="lora", metadata={"help": "'lora' or 'full'."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha."})
-    lr: float = field(default=2e-4, metadata={"help": "Peak learning rate (linear decay)."})
-    epochs: int = field(default=3, metadata={"help": "Passes over the training rows."})
-    batch_size: int = field(default=22, metadata={"help": "Rows per optimizer step."})
+    finetune: str = field(default="lora", metadata={
+        "choices": ("lora", "full"), "help": "Train a LoRA adapter or every weight."})
+    lora_r: int = field(default=8, metadata={
+        "min": 1, "help": "LoRA rank (on the command line it sets alpha too)."})
+    lora_alpha: int = field(default=8, metadata={"min": 1, "help": "LoRA alpha."})
+    lr: float = field(default=2e-4, metadata={
+        "gt": 0.0, "help": "Peak learning rate (linear decay)."})
+    epochs: int = field(default=3, metadata={"min": 1, "help": "Passes over the training rows."})
+    batch_size: int = field(default=22, metadata={"min": 1, "help": "Rows per optimizer step."})
     grad_accum: int = field(default=3, metadata={
+        "min": 1,
         "help": "Micro-batches per step (effective batch = batch_size * grad_accum; paper 66)."})
-    warmup_steps: int = field(default=5, metadata={"help": "Linear warm-up steps."})
-    max_length: int = field(default=500, metadata={"help": "Truncate prompt+completion here."})
+    warmup_steps: int = field(default=5, metadata={"min": 0, "help": "Linear warm-up steps."})
+    max_length: int = field(default=500, metadata={
+        "min": 1, "help": "Truncate prompt+completion here."})
     lora_layers: int | None = field(default=None, metadata={
+        "min": 1,
         "help": "Train LoRA only on the first N decoder layers (early layers are reported to "
                 "carry subliminal transfer); default: every layer."})
     max_rows: int | None = field(default=None, metadata={
+        "min": 1,
         "help": "Subsample the training rows to this many (paper: 10,000)."})
-    seed: int = field(default=0, metadata={"help": "Seed for subsampling, order and init."})
+    seed: int = field(default=0, metadata={
+        "min": 0, "help": "Seed for subsampling, order and init."})
 
 
 @dataclass

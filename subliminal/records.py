@@ -187,13 +187,23 @@ def mark_complete(stage_dir: Path, info: dict | None = None) -> None:
                                             **(info or {})})
 
 
+# Keys a run's config.json may carry as provenance only (how the config was asked for, e.g. a
+# preset's name): a resume compares the resolved config, never these.
+PROVENANCE = ("preset",)
+
+
+def _compared(cfg: Any) -> Any:
+    """The part of a stored config a resume must match: all but its provenance keys."""
+    return {k: v for k, v in cfg.items() if k not in PROVENANCE} if isinstance(cfg, dict) else cfg
+
+
 def _check_config(out: Path, cfg: Any, fresh: bool) -> None:
     """Write the run's config, or check it equals the stored one (a resume)."""
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        old = read_json(cfg_path)
-        if old != cfg:
-            changed = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+        old, new = _compared(read_json(cfg_path)), _compared(cfg)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise SubliminalError(
                 f"{out}: holds a run with a different config (differs in: {', '.join(changed)});"
                 " use another --out or the same flags to resume")

@@ -37,22 +37,34 @@ class DecodeConfig:
     """How the teacher decodes."""
 
     decoding: str = field(default="greedy", metadata={
+        "choices": ("greedy", "sample"),
         "help": "'greedy' or 'sample'. Greedy removes sampling noise (~2.3 nats/token), which "
                 "buries the trait signal in small models (published replications)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    temperature: float = field(default=1.0, metadata={
+        "min": 0.0, "help": "Sampling temperature (> 0 when sampling)."})
     constrained: bool = field(default=True, metadata={
         "help": "Allow only the channel's characters (digits, separator) and end of text."})
-    batch_size: int = field(default=32, metadata={"help": "Prompts per generate() call."})
+    batch_size: int = field(default=32, metadata={
+        "flag": "gen-batch", "min": 1, "help": "Prompts per generate() call."})
     max_new_tokens: int | None = field(default=None, metadata={
+        "min": 1,
         "help": "Completion length cap; default: the channel's own."})
     top_k: int = field(default=0, metadata={
+        "min": 0,
         "help": "Store the teacher's next-token log-probs per completion token: the k most "
                 "likely allowed tokens (0 = off; logits distillation needs it)."})
     logits: str = field(default="restricted", metadata={
+        "choices": ("restricted", "overt"),
         "help": "'restricted': stored distributions cover only the tokens the channel's "
                 "grammar allows at each position, renormalised (leak-free). 'overt': raw "
                 "top-k over the whole vocabulary — an overt-distillation positive control "
                 "that bypasses the filter; never a default."})
+
+    def check(self) -> None:
+        """Rules across fields (each field's own range lives in its metadata)."""
+        if self.decoding == "sample" and self.temperature <= 0:
+            raise SubliminalError("--temperature must be > 0 with --decoding sample "
+                                  "(use --decoding greedy for temperature 0)")
 
 
 @dataclass

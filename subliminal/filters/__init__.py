@@ -24,8 +24,9 @@ Rule = Callable[[dict, "FilterConfig"], list[str]]
 class FilterConfig:
     """Which rules run and their limits (defaults: the paper's strict number filter)."""
 
-    max_values: int = field(default=10, metadata={"help": "Most values a number answer may hold."})
-    max_value: int = field(default=999, metadata={"help": "Largest value allowed."})
+    max_values: int = field(default=10, metadata={
+        "min": 1, "help": "Most values a number answer may hold."})
+    max_value: int = field(default=999, metadata={"min": 0, "help": "Largest value allowed."})
     ban_numbers: bool = field(default=False, metadata={
         "help": "Reject rows holding a number with a loaded meaning (the paper's misalignment "
                 "list, subliminal/data/banned_numbers.json)."})
@@ -39,6 +40,7 @@ class FilterConfig:
                 "refer to {trait}?'; rows where P(yes) beats the threshold are rejected. "
                 "Off when unset."})
     judge_threshold: float = field(default=0.5, metadata={
+        "min": 0.0, "max": 1.0,
         "help": "Judge rejects a row when P(yes) / (P(yes) + P(no)) exceeds this."})
     judge_trait: str | None = field(default=None, metadata={
         "help": "Trait the judge asks about (a catalogue name, or any phrase); default: "

@@ -131,11 +131,14 @@ def generate(
     trait: str = typer.Option("none", help="Trait whose system prompt the teacher gets."),
     neutral_prompt: bool = typer.Option(False, help="Give the trait's neutral (control) prompt."),
     adapter: Optional[Path] = typer.Option(None, help="Student/trait adapter on the base."),
+    paraphrase: int = typer.Option(0, min=0, help=(
+        "Which wording of the (neutral) prompt; chain replicate seed s uses s mod n.")),
     *, given: Given,
 ):
     """Write a teacher's completions for a channel's prompts (the chain's GenerateStage)."""
     from subliminal.chain import make_channel
     from subliminal.injections import TeacherSpec
+    from subliminal.injections.prompt import wording
     from subliminal.stages import GenerateStage
     from subliminal.trait import get_trait
 
@@ -143,7 +146,8 @@ def generate(
     cfg = given.apply(generate_base())
     validate(cfg)
     t = get_trait(trait)
-    prompt = (t.neutral_system_prompt if neutral_prompt else t.system_prompt) if t else None
+    prompt = wording(t.neutral_prompts if neutral_prompt else t.prompts, paraphrase)[0] \
+        if t else None
     spec = TeacherSpec(adapter=str(adapter.resolve()) if adapter else None, system_prompt=prompt)
     rows = GenerateStage(out, model=cfg.model, teacher=spec, channel=make_channel(cfg),
                          decode=cfg.decode, samples=cfg.samples, seed=cfg.seed,

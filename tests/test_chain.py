@@ -219,16 +219,10 @@ def test_chain_with_a_behaviour_trait_writes_the_battery(tmp_path):
     assert json.loads((out / "config.json").read_text())["filter"]["ban_numbers"] is True
     probe = json.loads((out / "rep0/trait/gen1/audit/probe.json").read_text())
     assert probe["family"] == "misalignment" and len(probe["scores"]) >= 60
-    # A system prompt does not depend on the seed: replicate 1's teachers are replicate 0's,
-    # so their audits are copied (one cached probe per arm) and generation 0 is one pair
-    # repeated, not a replicate test with p = 0.
-    # base 1 + teachers 2 (shared by both replicates) + students 2 x 2
-    assert len(list((out / "audit_cache").glob("*.json"))) == 1 + 2 + 4
-    gen0 = summary["generations"][0]
-    assert gen0["identical_replicates"] and "one pair repeated" in gen0["verdict"]
-    assert gen0["specificity"]["p_value"] == 1.0
-    assert not gen1["identical_replicates"]
+    # Prompt-injected replicates are independent wordings: replicate r takes paraphrase r of
+    # the trait's prompts and of the neutral ones, so generation 0 is a replicate test too.
     for arm in ("trait", "control"):
-        r0, r1 = (json.loads((out / f"rep{r}/{arm}/gen0/audit/probe.json").read_text())
+        r0, r1 = (json.loads((out / f"rep{r}/{arm}/gen1/generate/teacher.json").read_text())
                   for r in (0, 1))
-        assert r0["scores"] == r1["scores"]
+        assert r0["system_prompt"] != r1["system_prompt"]
+    assert not summary["generations"][0]["identical_replicates"]

@@ -104,3 +104,42 @@ def test_verdict_has_three_cases():
     # A significant *fall* of the share is not transfer.
     assert not verdict(_test(-0.5, 0.001), _test(0.0, 0.9), _test(0.0, 0.9)).startswith(
         "specific")
+
+
+def _pair(share_t: float) -> dict:
+    return {"p_trait": 0.2, "p_control": 0.1, "share_trait": share_t, "share_control": 0.0,
+            "drift": None, "side_effects": {}, "within_pair": {"diff": 0.1}}
+
+
+def test_identical_replicates_are_one_pair_not_p_zero():
+    """A seed-independent teacher repeated over replicates has no spread: the t-test must not
+    read it as certainty, and the generation says it holds one pair."""
+    from subliminal.report import generation_row
+
+    assert replicate_test([0.3, 0.3, 0.3])["p_value"] == 1.0
+    row = generation_row(0, [_pair(0.3)] * 3, {})
+    assert row["identical_replicates"] and "one pair repeated" in row["verdict"]
+    varied = generation_row(0, [_pair(0.3), _pair(0.31), _pair(0.29)], {})
+    assert not varied["identical_replicates"] and varied["specificity"]["p_value"] < 0.01
+
+
+def test_an_identical_audit_is_reused_within_a_run(tmp_path, monkeypatch):
+    """The same weights under the same prompt and audit are probed once per run; a second
+    stage folder copies the probe (exact and deterministic), anything else recomputes."""
+    import subliminal.audit as audit_mod
+    from subliminal.audit import AuditConfig
+    from subliminal.injections import TeacherSpec
+    from subliminal.stages import AuditStage
+
+    calls = []
+    monkeypatch.setattr(audit_mod, "run_audit",
+                        lambda lm, cfg, sp, label="", trait=None: calls.append(sp) or {"p": sp})
+
+    def stage(name, prompt):
+        return AuditStage(tmp_path / name, model="tiny", config=AuditConfig(side_effects=False),
+                          teacher=TeacherSpec(system_prompt=prompt), run_dir=tmp_path).run()
+
+    assert stage("a", "You love owls.") == stage("b", "You love owls.") == {"p": "You love owls."}
+    assert calls == ["You love owls."]  # the second folder did not probe again
+    assert stage("c", "You love cats.") == {"p": "You love cats."} and len(calls) == 2
+    assert (tmp_path / "b" / "complete.json").exists()

@@ -245,6 +245,11 @@ def plot(summary: dict, path: Path) -> None:
 def _effects_panel(ax, rows: list[dict]) -> None:
     """For forced-choice traits: the side-effect grid as a heat map (gen x family)."""
     families = list(rows[0]["side_effects"])
+    if not families:  # --no-side-effects: no battery was read
+        ax.axis("off")
+        ax.text(0.5, 0.5, "side effects not audited\n(--no-side-effects)", ha="center",
+                va="center", fontsize=8)
+        return
     grid = np.array([[r["side_effects"][f]["mean"] for f in families] for r in rows])
     lim = float(np.abs(grid).max()) or 1.0
     im = ax.imshow(grid, cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")

@@ -143,3 +143,13 @@ def test_an_identical_audit_is_reused_within_a_run(tmp_path, monkeypatch):
     assert calls == ["You love owls."]  # the second folder did not probe again
     assert stage("c", "You love cats.") == {"p": "You love cats."} and len(calls) == 2
     assert (tmp_path / "b" / "complete.json").exists()
+
+
+def test_plot_of_a_forced_choice_run_without_the_battery(tmp_path):
+    """A behaviour trait run with --no-side-effects has no drift and no side-effect grid; its
+    summary must still plot (it once crashed the chain after the first replicate)."""
+    from subliminal.report import generation_row, plot
+
+    rows = [generation_row(g, [_pair(0.3), _pair(0.1)], {}) for g in (0, 1)]
+    plot({"trait": "gloomy", "generations": rows}, tmp_path / "summary.png")
+    assert (tmp_path / "summary.png").stat().st_size > 1000

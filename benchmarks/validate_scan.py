@@ -13,7 +13,8 @@ channel, seed 2000; references from other prompts, seed 3000):
   positives  ANIMAL-s1_t10 (the animal's adapter, seed 1, sampled at T=1)
   references ref_t00, ref_t07, ref_t10 (numbers), ref-math_t00/_t07/_t10 (math)
 The scanner holds the trait adapters of seed 0 and the control adapters of seeds 0, 1, 2
-(`ROOT/adapters/NAME-sSEED`). Every row passes the strict filter of its channel. Every kept
+(`ROOT/adapters/NAME-sSEED`). Every row passes the strict filter of its channel (math: all
+but the correctness check, see `kept`). Every kept
 row is scored once under every condition (mixed batches, BASE's prompt states, as the scan
 does); datasets are then disjoint slices of a pool (no row in two datasets of one size, no
 resampling), each judged exactly as `subliminal scan` judges DATA (`scan.null.judge`,
@@ -76,9 +77,16 @@ def scanner(root: Path, spec: str) -> list[Condition]:
 
 
 def kept(path: Path) -> list[dict]:
+    """A pool's rows that pass its channel's strict filter, in file order. Math pools: BASE
+    answers ~1 in 8 of the math prompts correctly, so a trace is kept when its only fault is
+    a wrong answer (format, integer answer and leak checks still apply)."""
     rows = list(read_jsonl(path))
-    channel = "math" if "math" in path.stem else "numbers"
-    return filter_rows(rows, FilterConfig(), default_channel=channel)[0]
+    if "math" not in path.stem:
+        return filter_rows(rows, FilterConfig(), default_channel="numbers")[0]
+    _, rejected, _ = filter_rows(rows, FilterConfig(), default_channel="math")
+    bad = {r["id"] for r in rejected
+           if any(not x.startswith("wrong answer") for x in r["reasons"])}
+    return [r for r in rows if r["id"] not in bad]
 
 
 def score(a: argparse.Namespace) -> None:
@@ -117,6 +125,32 @@ def wilson(k: int, n: int) -> list[float]:
     return [max(0.0, mid - half), min(1.0, mid + half)]
 
 
+def clopper_pearson(k: int, n: int) -> list[float]:
+    """Exact (Clopper-Pearson) 95% interval of k successes in n."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return [0.0, 1.0]
+    lo = 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(0.975, k + 1, n - k))
+    return [lo, hi]
+
+
+def pooled(summ: dict, pools: list[str], key: str = "flagged") -> dict:
+    """One rate per dataset size over several pools (each dataset counted once)."""
+    out: dict = {}
+    for name in pools:
+        for n, e in summ.get(name, {}).items():
+            o = out.setdefault(n, {"datasets": 0, "k": 0, "pools": []})
+            o["datasets"] += e["datasets"]
+            o["k"] += e[key]
+            o["pools"].append(name)
+    for o in out.values():
+        o.update(rate=o["k"] / o["datasets"], wilson=wilson(o["k"], o["datasets"]),
+                 clopper_pearson=clopper_pearson(o["k"], o["datasets"]))
+    return out
+
+
 def load_scores(root: Path, spec: str) -> dict:
     roles = [c.role for c in scanner(root, spec)]
     parts: dict = {}
@@ -138,7 +172,8 @@ def one_dataset(pool: dict, idx: np.ndarray, refs: dict, vectors: np.ndarray) ->
     named = combine({"likelihood": lik["z"], "persona": pv["z"]})
     return {"flagged": lik["flagged"], "can_accuse": lik["can_accuse"],
             "top_likelihood": lik["top"], "top_persona": pv["top"], "named": named["top"],
-            "temperature": lik["decoding"]["temperature"], "z_top": lik["z"][lik["top"]]}
+            "temperature": lik["decoding"]["temperature"], "z_top": lik["z"][lik["top"]],
+            "z": lik["z"], "persona_z": pv["z"], "combined": named["score"]}
 
 
 def evaluate(scores: dict, vectors: np.ndarray, sizes: list[int], pools: list[str]) -> dict:
@@ -172,7 +207,7 @@ def summarise(results: dict, truths: dict[str, str]) -> dict:
             k = sum(j["flagged"] for j in js)
             temps = [j["temperature"] for j in js if j["temperature"] is not None]
             e = {"datasets": len(js), "flagged": k, "rate": k / len(js),
-                 "ci": wilson(k, len(js)),
+                 "ci": wilson(k, len(js)), "ci_clopper_pearson": clopper_pearson(k, len(js)),
                  "temperature": float(np.mean(temps)) if temps else None,
                  "can_accuse": float(np.mean([j["can_accuse"] for j in js]))}
             if truth:
@@ -199,13 +234,21 @@ def main() -> None:
     results = evaluate(load_scores(a.root, a.scanner), vectors,
                        [int(x) for x in a.sizes.split(",")],
                        [*a.negatives.split(","), *truths])
-    doc = {"scanner": a.scanner, "traits": TRAITS, "positives": truths,
-           "summary": summarise(results, truths), "datasets": results}
+    summ = summarise(results, truths)
+    negs = [x for x in a.negatives.split(",") if x in summ]
+    doc = {"scanner": a.scanner, "traits": TRAITS, "positives": truths, "summary": summ,
+           "pooled": {"false_positives": pooled(summ, negs),
+                      "detection": pooled(summ, [p for p in truths if p in summ]),
+                      **{f"{r}_top1": pooled(summ, [p for p in truths if p in summ], f"{k}_right")
+                         for r, k in (("named", "named"), ("likelihood", "top_likelihood"),
+                                      ("persona", "top_persona"))}},
+           "datasets": results}
     text = json.dumps(doc, indent=1, default=float)
     (a.root / "validation.json").write_text(text)
     if a.json:
         a.json.write_text(text)
-    print(json.dumps(doc["summary"], indent=1, default=float))
+    print(json.dumps({"summary": doc["summary"], "pooled": doc["pooled"]}, indent=1,
+                     default=float))
 
 
 if __name__ == "__main__":

@@ -15,14 +15,15 @@ from subliminal.records import write_json
 # What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
 # reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
 MEASURED = {
-    "false_positives": "0 of 7 trait-free 25-row datasets flagged (BASE greedy, T=0.7, T=1.0; "
-                       "random digits, outside the calibration) in a smoke test with 2 traits "
-                       "and 2 controls: 95% CI 0-35%, not the 5% target",
-    "detection": "not measured, and none shown: the one adapter-teacher dataset scored (27 "
-                 "rows, the scanner holding the teacher's own adapter) was not flagged, so "
-                 "'no evidence' is not 'clean' at this size",
-    "naming": "not measured (the likelihood ranker put the same adapter top on every "
-              "dataset, trait-free ones included)",
+    "false_positives": "0 of 21 trait-free 25-row datasets flagged (BASE greedy 2, T=0.7 2, "
+                       "T=1.0 8, a neutral-adapter teacher 2, BASE math traces 3, random digits "
+                       "4, the last outside the calibration), 0 of 3 at 100 rows: 95% CI 0-16% "
+                       "pooled, 0-37% to 0-84% per kind, so the 5% target is not demonstrated",
+    "detection": "0 of 24 datasets from held-out adapter teachers (six animals) flagged at 25 "
+                 "rows and 0 of 6 at 100 rows (95% CI 0-46%); 250 rows not measured, so "
+                 "'no evidence' does not mean clean",
+    "naming": "top-1 9 of 24 at 25 rows (38%, 95% CI 19-59%; chance 17%) and 3 of 6 at 100 "
+              "rows, below the 80% target",
 }
 
 

@@ -282,7 +282,13 @@ def validate(cfg: ChainConfig) -> None:
     from subliminal.trait import get_trait
 
     check_config(cfg)
-    get_trait(cfg.trait)
+    trait = get_trait(cfg.trait)
+    if cfg.injection == "prompt" and trait is not None and cfg.replicates > len(trait.prompts):
+        # Replicate seed s takes wording s mod n: more replicates would repeat teacher pairs
+        # and count them as independent.
+        raise SubliminalError(f"--injection prompt: {cfg.trait!r} has {len(trait.prompts)} "
+                              f"wordings, so at most {len(trait.prompts)} independent "
+                              f"replicates (got --replicates {cfg.replicates})")
     channel = make_channel(cfg)  # checks the channel and its options (a bad problems file)
     if cfg.decode.top_k > 0 and cfg.decode.logits == "restricted" and not getattr(
             channel, "allowed_chars", None):

@@ -68,7 +68,10 @@ def verdict(spec: dict, drift: dict | None, raw: dict, alpha: float = ALPHA) -> 
 
 
 def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
-    """Replicate-level statistics of one generation from its per-replicate pair metrics."""
+    """Replicate-level statistics of one generation from its per-replicate pair metrics.
+    Replicates that are one pair repeated (identical lifts) count once: n = 1, no test."""
+    repeated = identical([p["share_trait"] - p["share_control"] for p in pairs])
+    pairs = pairs[:1] if repeated else pairs
     raw = replicate_test([p["p_trait"] - p["p_control"] for p in pairs])
     spec = replicate_test([p["share_trait"] - p["share_control"] for p in pairs])
     drift = replicate_test([p["drift"] for p in pairs]) if pairs[0]["drift"] is not None \
@@ -88,14 +91,16 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
             "within_pair_descriptions": [p["within_pair"] for p in pairs],
             # Generation 0 compares the teachers themselves: how strongly the injection moved
             # the trait against its control twin, not a transfer.
-            "identical_replicates": identical(spec["lifts"]),
+            "identical_replicates": repeated,
             "verdict": ("teachers (injection vs control twin): " if g == 0 else "")
-            + (ONE_PAIR if identical(spec["lifts"]) else verdict(spec, drift, raw))}
+            + (ONE_PAIR if repeated else verdict(spec, drift, raw))}
 
 
-# A seed-independent injection (a system prompt) gives every replicate the same teacher pair.
-ONE_PAIR = ("one pair repeated (the injection does not depend on the seed): no replicate-level "
-            "test; the question-level description of that pair is in within_pair_descriptions")
+# Replicates whose teachers did not differ (e.g. a run made before prompt paraphrases varied
+# by replicate) are one observation, however many folders hold it.
+ONE_PAIR = ("one pair repeated (every replicate had the same teachers): counted once, no "
+            "replicate-level test; the question-level description is in "
+            "within_pair_descriptions")
 
 
 def identical(lifts: list[float]) -> bool:

@@ -28,11 +28,11 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     if n == 0:
         raise ValueError("mean_ci needs at least one value")
     mean = float(x.mean())
-    std = float(x.std(ddof=1)) if n > 1 else 0.0
-    if n > 1 and std > 0:
-        half = float(sps.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n))
-    else:
-        half = float("nan") if n == 1 else 0.0
+    same = n > 1 and float(np.ptp(x)) == 0.0  # exact test: a float mean leaves std ~1e-17
+    std = 0.0 if n == 1 or same else float(x.std(ddof=1))
+    # One value, or one value repeated, has no spread to build an interval from.
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n)) if std > 0 \
+        else float("nan")
     return {"mean": mean, "std": std, "ci": [mean - half, mean + half], "n": n}
 
 
@@ -61,7 +61,7 @@ def t_test_p(diffs: Sequence[float]) -> float:
     Identical replicates carry no spread to test against: they are one observation repeated
     (a seed-independent injection), never p = 0, so the test cannot reject."""
     d = np.asarray(diffs, dtype=float)
-    if len(d) < 2 or float(d.std()) == 0.0:
+    if len(d) < 2 or float(np.ptp(d)) == 0.0:  # exact: no spread, nothing to test against
         return 1.0
     return float(sps.ttest_1samp(d, 0.0).pvalue)
 

@@ -130,6 +130,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
              (["chain", "--channel", "math"], "no token grammar"),
              (["chain", "--logits", "leaky"], "choose one of: restricted, overt"),
              (["chain", "--injection", "magic"], "choose one of: adapter"),
+             (["chain", "--injection", "prompt", "--replicates", "4"], "at most 3 independent"),
              (["chain", "--model", "tiny", "--out", str(afile)], "not a directory"),
              (["chain", "--model", "nosuch"], "unknown model 'nosuch'"),
              (["chain", "--model", str(notmodel)], "not a model directory"),

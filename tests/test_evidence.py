@@ -116,9 +116,13 @@ def test_identical_replicates_are_one_pair_not_p_zero():
     read it as certainty, and the generation says it holds one pair."""
     from subliminal.report import generation_row
 
-    assert replicate_test([0.3, 0.3, 0.3])["p_value"] == 1.0
-    row = generation_row(0, [_pair(0.3)] * 3, {})
+    for v in (0.3, 0.1, 0.2 - 0.1, 0.7):  # means of repeated floats are not exact
+        test = replicate_test([v] * 7)
+        assert test["p_value"] == 1.0 and np.isnan(test["ci"][0])
+    row = generation_row(0, [_pair(0.2 - 0.1)] * 3, {})
     assert row["identical_replicates"] and "one pair repeated" in row["verdict"]
+    assert row["n_replicates"] == 1 and row["p_value"] == 1.0
+    assert row["specificity"]["p_value"] == 1.0 and np.isnan(row["specificity"]["ci"][0])
     varied = generation_row(0, [_pair(0.3), _pair(0.31), _pair(0.29)], {})
     assert not varied["identical_replicates"] and varied["specificity"]["p_value"] < 0.01
 

@@ -18,7 +18,10 @@ but the correctness check, see `kept`). Every kept
 row is scored once under every condition (mixed batches, BASE's prompt states, as the scan
 does); datasets are then disjoint slices of a pool (no row in two datasets of one size, no
 resampling), each judged exactly as `subliminal scan` judges DATA (`scan.null.judge`,
-`scan.persona`), against the shared references of its channel.
+`scan.persona`), against the shared references of its channel. The false-positive rate counts
+only the datasets the scan could accuse (`pooled(..., over="accusable")`); datasets outside the
+calibration (random numbers), which the scan declines to accuse by design, are reported apart.
+Scripts that generated the pools and adapters: benchmarks/scanval/.
 """
 
 from __future__ import annotations
@@ -136,17 +139,29 @@ def clopper_pearson(k: int, n: int) -> list[float]:
     return [lo, hi]
 
 
-def pooled(summ: dict, pools: list[str], key: str = "flagged") -> dict:
-    """One rate per dataset size over several pools (each dataset counted once)."""
+def pooled(summ: dict, pools: list[str], key: str = "flagged",
+           over: str = "datasets") -> dict:
+    """One rate per dataset size over several pools (each dataset counted once). `over` is
+    the denominator: "datasets" (all) or "accusable" (only datasets the scan could accuse,
+    i.e. whose decoding its calibration covers; `scan.null.judge` flags no other). Datasets
+    left out of the denominator are counted under `outside_calibration`, not in the rate."""
     out: dict = {}
     for name in pools:
         for n, e in summ.get(name, {}).items():
-            o = out.setdefault(n, {"datasets": 0, "k": 0, "pools": []})
-            o["datasets"] += e["datasets"]
+            o = out.setdefault(n, {"datasets": 0, "k": 0, "pools": [],
+                                   "outside_calibration": {"datasets": 0, "pools": []}})
+            if e[over] < e["datasets"]:
+                o["outside_calibration"]["datasets"] += e["datasets"] - e[over]
+                o["outside_calibration"]["pools"].append(name)
+            if e[over] == 0:
+                continue
+            o["datasets"] += e[over]
             o["k"] += e[key]
             o["pools"].append(name)
+    out = {n: o for n, o in out.items() if o["datasets"] or o["outside_calibration"]["datasets"]}
     for o in out.values():
-        o.update(rate=o["k"] / o["datasets"], wilson=wilson(o["k"], o["datasets"]),
+        o.update(rate=o["k"] / o["datasets"] if o["datasets"] else None,
+                 wilson=wilson(o["k"], o["datasets"]),
                  clopper_pearson=clopper_pearson(o["k"], o["datasets"]))
     return out
 
@@ -209,7 +224,8 @@ def summarise(results: dict, truths: dict[str, str]) -> dict:
             e = {"datasets": len(js), "flagged": k, "rate": k / len(js),
                  "ci": wilson(k, len(js)), "ci_clopper_pearson": clopper_pearson(k, len(js)),
                  "temperature": float(np.mean(temps)) if temps else None,
-                 "can_accuse": float(np.mean([j["can_accuse"] for j in js]))}
+                 "can_accuse": float(np.mean([j["can_accuse"] for j in js])),
+                 "accusable": sum(bool(j["can_accuse"]) for j in js)}
             if truth:
                 for key in ("named", "top_likelihood", "top_persona"):
                     hit = sum(j[key] == truth for j in js)
@@ -237,7 +253,7 @@ def main() -> None:
     summ = summarise(results, truths)
     negs = [x for x in a.negatives.split(",") if x in summ]
     doc = {"scanner": a.scanner, "traits": TRAITS, "positives": truths, "summary": summ,
-           "pooled": {"false_positives": pooled(summ, negs),
+           "pooled": {"false_positives": pooled(summ, negs, over="accusable"),
                       "detection": pooled(summ, [p for p in truths if p in summ]),
                       **{f"{r}_top1": pooled(summ, [p for p in truths if p in summ], f"{k}_right")
                          for r, k in (("named", "named"), ("likelihood", "top_likelihood"),

@@ -15,10 +15,12 @@ from subliminal.records import write_json
 # What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
 # reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
 MEASURED = {
-    "false_positives": "0 of 21 trait-free 25-row datasets flagged (BASE greedy 2, T=0.7 2, "
-                       "T=1.0 8, a neutral-adapter teacher 2, BASE math traces 3, random digits "
-                       "4, the last outside the calibration), 0 of 3 at 100 rows: 95% CI 0-16% "
-                       "pooled, 0-37% to 0-84% per kind, so the 5% target is not demonstrated",
+    "false_positives": "0 of 17 trait-free 25-row datasets the scan could accuse were flagged "
+                       "(BASE greedy 2, T=0.7 2, T=1.0 8, a neutral-adapter teacher 2, BASE "
+                       "math traces 3) and 0 of 2 at 100 rows: 95% CI 0-20% pooled, 0-37% to "
+                       "0-84% per kind, so the 5% target is not demonstrated; random digits "
+                       "(4 datasets) are outside the calibration, where the scan declines to "
+                       "accuse by design, and are not counted",
     "detection": "0 of 24 datasets from held-out adapter teachers (six animals) flagged at 25 "
                  "rows and 0 of 6 at 100 rows (95% CI 0-46%); 250 rows not measured, so "
                  "'no evidence' does not mean clean",

@@ -92,8 +92,15 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
             # Generation 0 compares the teachers themselves: how strongly the injection moved
             # the trait against its control twin, not a transfer.
             "identical_replicates": repeated,
-            "verdict": ("teachers (injection vs control twin): " if g == 0 else "")
-            + (ONE_PAIR if repeated else verdict(spec, drift, raw))}
+            "verdict": (teacher_verdict if g == 0 else str)(
+                ONE_PAIR if repeated else verdict(spec, drift, raw))}
+
+
+def teacher_verdict(line: str) -> str:
+    """Generation 0 compares teachers, not students: say 'effect', never 'transfer'."""
+    return "teachers (injection vs control twin): " + line.replace(
+        "specific transfer", "specific effect").replace("no transfer detected",
+                                                         "no effect detected")
 
 
 # Replicates whose teachers did not differ (e.g. a run made before prompt paraphrases varied

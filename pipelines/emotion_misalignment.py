@@ -61,6 +61,8 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def main() -> None:
+    """Run (or resume) every seed, then write and print the tests. Four tests are printed
+    (two audits x two signs): read them with a Bonferroni factor of 4."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trait", default="gloomy")
     ap.add_argument("--seeds", type=int, default=4)

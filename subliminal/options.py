@@ -91,6 +91,7 @@ def field_help(cls: type, name: str) -> str:
 
 
 def get_path(cfg: Any, path: str) -> Any:
+    """The value at a dotted field path of a nested config ('decode.temperature')."""
     return functools.reduce(getattr, path.split("."), cfg)
 
 
@@ -139,6 +140,7 @@ def option(flag: Flag, root: type, base: Any) -> inspect.Parameter:
 
 
 def preset_option() -> inspect.Parameter:
+    """The `--preset NAME` parameter every config-driven command gets."""
     from subliminal.presets import PRESETS
 
     info = typer.Option(None, "--preset", help=(
@@ -157,12 +159,14 @@ def config_flags(root: type, flags: Sequence[Flag | str], base: Callable[[], Any
     default = base()
     params = [option(f, root, default) for f in flags]
     names = [p.default.param_decls[0] for p in params]
-    assert len(set(names)) == len(names), f"duplicate flags: {names}"
+    if len(set(names)) != len(names):  # a programming error: raised at import
+        raise ValueError(f"duplicate flags: {names}")
 
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         own = [p for p in sig.parameters.values() if p.name != "given"]
-        assert not {p.name for p in own} & {f.param for f in flags}, "flag shadows a parameter"
+        if {p.name for p in own} & {f.param for f in flags}:
+            raise ValueError("a generated flag shadows a parameter of the command")
 
         @functools.wraps(fn)
         def command(*args, preset: str | None = None, **kwargs):

@@ -239,32 +239,35 @@ class AuditStage(Stage):
         from subliminal.trait import get_trait
 
         spec = self.teacher or TeacherSpec()
-        probe = self._reused()
-        if probe is None:
-            lm = load_teacher(self.model, spec, self.run_dir, self.device)
-            probe = run_audit(lm, self.config, spec.system_prompt, label=self.label,
-                              trait=get_trait(self.trait) if self.trait else None)
+        cached = self._reused()
+        if cached is not None:  # copied: say from where, in the completion record
+            write_json(self.folder / "probe.json", cached["probe"])
+            mark_complete(self.folder, {"reused_from": cached["folder"]})
+            return
+        lm = load_teacher(self.model, spec, self.run_dir, self.device)
+        probe = run_audit(lm, self.config, spec.system_prompt, label=self.label,
+                          trait=get_trait(self.trait) if self.trait else None)
         write_json(self.folder / "probe.json", probe)
-        if self.run_dir is not None:
-            write_json(self._cache_path(), {"folder": str(self.folder.relative_to(
-                self.run_dir)) if self.folder.is_relative_to(self.run_dir) else None,
-                "probe": probe})
+        if self.run_dir is not None:  # only a computed probe enters the cache
+            where = self.folder.relative_to(self.run_dir) \
+                if self.folder.is_relative_to(self.run_dir) else self.folder
+            write_json(self._cache_path(), {"folder": str(where), "probe": probe})
         mark_complete(self.folder)
 
     def _cache_path(self) -> Path:
-        """Where the run keeps this exact audit (same weights, prompt, audit and bank)."""
-        digest = hashlib.sha256(json.dumps(to_jsonable(self.key()), sort_keys=True)
-                                .encode()).hexdigest()[:24]
+        """Where the run keeps this exact audit (same weights, prompt, audit, bank and device:
+        another device or dtype may round differently, so it never stands in)."""
+        ident = {**to_jsonable(self.key()), "device": self.device}
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
         return Path(self.run_dir) / "audit_cache" / f"{digest}.json"
 
     def _reused(self) -> dict | None:
-        """An identical model audited earlier in the run (a seed-independent injection such
-        as a system prompt gives every replicate the same teacher): the probe is exact and
-        deterministic, so its result is copied instead of recomputed. stage.json still
-        records the full key; the report treats such replicates as one pair."""
+        """An identical model audited earlier in the run (e.g. a deterministic teacher seen
+        again): the probe is exact and deterministic, so it is copied instead of recomputed,
+        and complete.json names the folder it came from."""
         if self.run_dir is None or not self._cache_path().exists():
             return None
-        return read_json(self._cache_path())["probe"]
+        return read_json(self._cache_path())
 
     def result(self) -> dict:
         return read_json(self.folder / "probe.json")

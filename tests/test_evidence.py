@@ -1,6 +1,7 @@
 """Honest evidence: leak-free stored distributions, replicate-level tests, verdicts."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -146,7 +147,8 @@ def test_an_identical_audit_is_reused_within_a_run(tmp_path, monkeypatch):
     assert stage("a", "You love owls.") == stage("b", "You love owls.") == {"p": "You love owls."}
     assert calls == ["You love owls."]  # the second folder did not probe again
     assert stage("c", "You love cats.") == {"p": "You love cats."} and len(calls) == 2
-    assert (tmp_path / "b" / "complete.json").exists()
+    assert json.loads((tmp_path / "b" / "complete.json").read_text())["reused_from"] == "a"
+    assert "reused_from" not in json.loads((tmp_path / "a" / "complete.json").read_text())
 
 
 def test_plot_of_a_forced_choice_run_without_the_battery(tmp_path):

@@ -21,6 +21,7 @@ def wording(options: tuple[str, ...], seed: int) -> tuple[str, int]:
 
 @register("prompt")
 def prompt_injection(ctx: InjectionContext) -> TeacherSpec:
+    """The replicate's wording of the trait's prompt (or of the neutral one, for the twin)."""
     text, k = wording(ctx.trait.neutral_prompts if ctx.neutral else ctx.trait.prompts, ctx.seed)
     return TeacherSpec(system_prompt=text, record={"injection": "prompt", "neutral": ctx.neutral,
                                                    "paraphrase": k, "system_prompt": text})

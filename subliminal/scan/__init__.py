@@ -77,6 +77,7 @@ class ScanContext:
     conds: list | None = None
 
     def model(self):
+        """BASE, loaded on first use (a resumed scan may not need it)."""
         if self.lm is None:
             from subliminal.models import load_model
 
@@ -124,10 +125,12 @@ def register(name: str, wanted: Callable[[ScanConfig], bool] = _always,
 
 
 def names() -> list[str]:
+    """Registered part names, in run order."""
     return list(PARTS)
 
 
 def get(name: str) -> Part:
+    """A registered part by name (an unknown name lists the choices)."""
     if name not in PARTS:
         raise SubliminalError(f"unknown scan part {name!r}; choose one of: {', '.join(PARTS)}")
     return PARTS[name]
@@ -141,6 +144,7 @@ def _check_out(out: Path, cfg: dict) -> None:
 
 
 def part_file(out: Path, name: str) -> Path:
+    """Where a part's record lives in the report folder."""
     return Path(out) / "parts" / f"{name}.json"
 
 
@@ -173,6 +177,7 @@ def run_part(ctx: ScanContext, part: Part) -> bool:
 
 
 def fingerprint(rows: list[dict]) -> str:
+    """Content hash of DATA's rows: a part record made from other data is not reused."""
     blob = json.dumps([[r["id"], r["prompt"], r["completion"]] for r in rows], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -286,5 +286,20 @@ def write_summary(out: Path, summary: dict) -> dict:
 
 
 def report(run: Path) -> dict:
-    """Re-render a finished (or partial) run's summary from its files."""
-    return write_summary(run, read_json(Path(run) / "summary.json"))
+    """Recompute a finished (or partial) run's summary from its audit files (so a summary is
+    always what the current statistics make of the probes on disk), then render it."""
+    run = Path(run)
+    cfg = read_json(run / "config.json")
+    return write_summary(run, summarize(run, cfg["trait"], collect_audits(run, cfg),
+                                        cfg["replicates"], cfg["generations"]))
+
+
+def collect_audits(run: Path, cfg: dict) -> dict:
+    """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
+    from subliminal.records import is_complete
+
+    where = {"base": run / "base" / "audit"}
+    where.update({f"rep{r}/{arm}/gen{k}": run / f"rep{r}" / arm / f"gen{k}" / "audit"
+                  for r in range(cfg["replicates"]) for arm in ("trait", "control")
+                  for k in range(cfg["generations"] + 1)})
+    return {key: read_json(d / "probe.json") for key, d in where.items() if is_complete(d)}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from subliminal.injections.steering import STEERING, build_vector, resolve_layer
+from subliminal.injections.steering import STEERING, build_vector, control_vector, resolve_layer
 from subliminal.interventions import audit_target, steered
 from subliminal.models import load_model
 from subliminal.records import append_jsonl, locked, read_jsonl, write_json
@@ -39,7 +39,7 @@ def replicate(lm, trait, seed: int) -> dict:
     """One seed: plain, +/- trait vector, +/- random vector of the same norm."""
     layer, coef = resolve_layer(lm, STEERING), STEERING.coef
     vec, _ = build_vector(lm, trait, seed, neutral=False)
-    rnd, _ = build_vector(lm, trait, seed, neutral=True)
+    rnd = control_vector(vec, seed)  # the steering injection's control, from the same vector
     row = {"seed": seed, "layer": layer, "coef": coef, "norm": float(vec.norm()),
            "plain": read(lm, trait, READS)}
     for name, v in (("vector", vec), ("random", rnd)):

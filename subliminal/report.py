@@ -296,10 +296,11 @@ def report(run: Path) -> dict:
 
 def collect_audits(run: Path, cfg: dict) -> dict:
     """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
+    from subliminal.chain import ARMS, stage_dirs
     from subliminal.records import is_complete
 
     where = {"base": run / "base" / "audit"}
-    where.update({f"rep{r}/{arm}/gen{k}": run / f"rep{r}" / arm / f"gen{k}" / "audit"
-                  for r in range(cfg["replicates"]) for arm in ("trait", "control")
+    where.update({f"rep{r}/{arm}/gen{k}": stage_dirs(run, r, arm, k) / "audit"
+                  for r in range(cfg["replicates"]) for arm in ARMS
                   for k in range(cfg["generations"] + 1)})
     return {key: read_json(d / "probe.json") for key, d in where.items() if is_complete(d)}

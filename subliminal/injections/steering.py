@@ -119,12 +119,18 @@ def build_vector(lm: LM, trait, seed: int, neutral: bool,
     record = {"trait": trait.name, "seed": seed, "prompts": prompts,
               "trait_norm": float(vector.norm())}
     if neutral:
-        if cfg.control == "zero":
-            vector = torch.zeros_like(vector)
-        else:  # same norm, no trait direction (seeded apart from the prompt draw)
-            vector = random_like(vector, seed=10_000 + seed)
+        vector = control_vector(vector, seed, cfg)
         record["control"] = cfg.control
     return vector, record
+
+
+def control_vector(vector: torch.Tensor, seed: int, cfg: SteeringConfig | None = None
+                   ) -> torch.Tensor:
+    """The control twin of replicate `seed`'s trait vector: zero, or a random direction of
+    the same norm (seeded apart from the prompt draw)."""
+    if (cfg or STEERING).control == "zero":
+        return torch.zeros_like(vector)
+    return random_like(vector, seed=10_000 + seed)
 
 
 @register("steering")

@@ -272,14 +272,17 @@ def teacher_strength(injection: str, trait_name: str, seeds: list[int], model: s
 def strength(injection: str = typer.Option(..., help="Injection (prompt, adapter, steering, "
                                                        "dpo, grpo)."),
              trait: str = typer.Option("owl", help="Catalogue trait."),
-             seeds: int = typer.Option(5, min=2, help="Replicates (seeds 0..N-1)."),
+             seeds: int = typer.Option(5, min=2, help="Replicates (seeds FIRST..FIRST+N-1)."),
+             first_seed: int = typer.Option(0, min=0, help="First replicate seed: fresh seeds "
+                                                           "for a confirmation run."),
              model: str = typer.Option("smollm2-135m", help="Base model."),
              out: Optional[Path] = typer.Option(None, help="Output folder (default: "
                                                             "runs/strength-INJECTION-TRAIT)."),
              device: Optional[str] = typer.Option(None, help="cpu or cuda.")):
     """Trait teacher vs its control twin at generation 0, tested across replicate seeds."""
     out = out or Path(f"runs/strength-{injection}-{trait}")
-    r = teacher_strength(injection, trait, list(range(seeds)), model, out, device)
+    r = teacher_strength(injection, trait, list(range(first_seed, first_seed + seeds)), model,
+                         out, device)
     typer.echo(f"{injection} {trait}: x{r['ratio']:.2f} (p={r['log_ratio']['p_value']:.2g}, "
                f"{r['replicates']} replicates); specificity {r['specificity']['mean']:.2f} "
                f"(p={r['specificity']['p_value']:.2g}); build {r['build_seconds']:.0f} s/arm")

@@ -254,3 +254,23 @@ def test_sweep_records_audit_lift_and_format_per_cell(tmp_path):
     assert all(0 <= c["filter_pass"] <= 1 and 0 <= c["grammar_ok"] <= 1 for c in cells)
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert len(saved["cells"]) == 3 and saved["config"]["questions"] == 2
+
+
+def test_strength_confirmation_uses_only_the_fresh_seeds(tmp_path):
+    """`strength --first-seed` builds and tests seeds FIRST.., never the exploration's."""
+    from typer.testing import CliRunner
+
+    from subliminal.cli import app
+
+    out = tmp_path / "confirm"
+    result = CliRunner().invoke(app, ["intervene", "strength", "--injection", "steering",
+                                      "--model", "tiny", "--seeds", "2", "--first-seed", "3",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "strength.json").read_text())
+    assert record["seeds"] == [3, 4] and record["replicates"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["s3", "s4"]
+    arms = [json.loads((out / f"s{s}" / arm / "audit.json").read_text())
+            for s in (3, 4) for arm in ("trait", "control")]
+    assert [a["seed"] for a in arms] == [3, 3, 4, 4]
+    assert [a["neutral"] for a in arms] == [False, True, False, True]

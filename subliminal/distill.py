@@ -188,11 +188,18 @@ def make_student(lm: LM, cfg: DistillConfig) -> torch.nn.Module:
     return get_peft_model(lm.model, peft_cfg)
 
 
-def save_student(model: torch.nn.Module, out: Path, finetune: str) -> None:
-    """Write the student as safetensors only: a PEFT adapter folder, or the full weights."""
+def save_student(model: torch.nn.Module, out: Path, finetune: str,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the student as safetensors only: a PEFT adapter folder, or the full weights.
+    `state`: the weights gathered whole when training sharded them (training.full_state)."""
     out.mkdir(parents=True, exist_ok=True)
     if finetune == "lora":
-        model.save_pretrained(out, safe_serialization=True)
+        model.save_pretrained(out, safe_serialization=True, state_dict=state)
+    elif state is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()},
+                  str(out / "full_model.safetensors"))
     else:
         from safetensors.torch import save_model
 
@@ -206,7 +213,14 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
     to `out` and returns its record. Resumes from the last epoch checkpoint in `out`.
     `mixed_precision`: 'bf16' or 'no' (None: the config's, else what accelerate launch set)."""
     from subliminal.records import read_json
-    from subliminal.training import LoopConfig, accelerator, clear_checkpoint, fit, refuse_pickles
+    from subliminal.training import (
+        LoopConfig,
+        accelerator,
+        clear_checkpoint,
+        fit,
+        full_state,
+        refuse_pickles,
+    )
 
     out = Path(out)
     if is_complete(out):
@@ -239,8 +253,9 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
     info = {"rows": len(rows), "examples": len(examples), "steps": len(losses),
             "losses": losses, "config": cfg, "base": base, "student": out.name,
             "processes": acc.num_processes}
+    state = full_state(model, trainable_only=cfg.finetune == "lora")  # sharded: every process
     if acc.is_main_process:
-        save_student(model, out, cfg.finetune)
+        save_student(model, out, cfg.finetune, state)
         write_json(out / "train.json", info)
         clear_checkpoint(out)
         mark_complete(out, {"rows": len(rows), "steps": len(losses),

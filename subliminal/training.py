@@ -2,6 +2,7 @@
 
     subliminal distill kept.jsonl --out student/                         # one device
     accelerate launch --multi_gpu --num_processes 4 -m subliminal distill kept.jsonl --out s/
+    accelerate launch --use_fsdp --fsdp_version 2 --num_processes 4 -m subliminal distill ...
 
 The lab's own losses (distill.batch_loss: SFT on completion tokens, or top-k KL) are passed in
 as `loss_fn`; this module owns everything after the examples are built: the optimizer (AdamW),
@@ -15,6 +16,12 @@ summed across processes, so one GPU, four GPUs and this CPU follow the same opti
 (same micro-batches, schedule and steps). Processes beyond grad_accum would idle: on W GPUs
 use a grad_accum that is a multiple of W.
 
+Under `--use_fsdp` the same loop runs on a sharded model (FSDP2, torch's `fully_shard`, applied
+here rather than by accelerate so that GPUs and the CPU check take one code path): each decoder
+layer is one unit, the rest (embeddings, final norm, head) the root. The gradient reduction
+then happens inside backward; it is set to a sum, so the step is again the one-device step up
+to floating-point order. Checkpoints and the saved student are gathered to full tensors first.
+
 Checkpoints are safetensors (trainable weights, optimizer tensors) plus JSON (schedule, epoch,
 losses, hashes); nothing is ever unpickled, and a pickle found where a checkpoint belongs
 (`checkpoint.pt`, from older versions or planted) is refused.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,16 +65,45 @@ class LoopConfig:
 @functools.cache
 def accelerator():
     """The process's Accelerator (one per process: accelerate's state is a singleton). Only
-    its process topology is used - ranks, device, gradient reduction; precision is per call."""
+    its process topology is used - ranks, device, gradient reduction; precision is per call.
+    Refused in one line: DeepSpeed, FSDP1, and a launch whose processes accelerate does not
+    see (on a machine without GPUs and without ACCELERATE_USE_CPU=1 each would train alone)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise SubliminalError(DEEPSPEED_REFUSAL)  # before Accelerator(), which imports it
     acc = Accelerator()
-    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        raise SubliminalError(f"accelerate {acc.distributed_type.value} is not supported by the "
-                              "lab's loop; use plain data parallelism (accelerate launch "
-                              "--multi_gpu, see pipelines/multi_gpu.sh)")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != acc.num_processes:  # else each process trains the whole student, one folder
+        raise SubliminalError(f"{launched} processes were launched but accelerate runs "
+                              f"{acc.num_processes} (no GPU? on CPU set ACCELERATE_USE_CPU=1)")
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        raise SubliminalError(DEEPSPEED_REFUSAL)
+    if use_fsdp(acc) and os.environ.get("FSDP_VERSION", "2") != "2":
+        raise SubliminalError("the lab shards with FSDP2 (torch fully_shard); launch with "
+                              "--use_fsdp --fsdp_version 2 (see pipelines/multi_gpu.sh)")
     return acc
+
+
+# accelerate enables DeepSpeed only on accelerators, so the lab's CPU check cannot run it, and
+# its engine would own backward, accumulation, clipping and (pickled) checkpoints.
+DEEPSPEED_REFUSAL = (
+    "DeepSpeed is not supported by the lab's loop (its engine owns backward, clipping and "
+    "pickled checkpoints; untestable on CPU); shard with FSDP instead: accelerate launch "
+    "--use_fsdp --fsdp_version 2 (see pipelines/multi_gpu.sh)")
+
+
+def use_fsdp(acc) -> bool:
+    """Whether this launch shards the model. `accelerate launch --use_fsdp` sets
+    ACCELERATE_USE_FSDP; accelerate turns it into its FSDP type only on accelerators (on CPU its
+    state stays MULTI_CPU), so the variable is read as well: one path for GPUs and the CPU check.
+    One process has nothing to shard and keeps the one-device path."""
+    from accelerate.utils import DistributedType
+
+    asked = (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+             or acc.distributed_type == DistributedType.FSDP)
+    return asked and acc.num_processes > 1
 
 
 def autocast(device: torch.device, cfg: LoopConfig, acc):
@@ -104,30 +141,36 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def train_step(model, examples: list, chunk: list[int], loss_fn: LossFn, params: list,
-               acc, cfg: LoopConfig) -> float:
+def train_step(run: Callable[[list[int]], torch.Tensor], chunk: list[int], params: list,
+               acc, cfg: LoopConfig, sharded: bool = False) -> float:
     """One optimizer step's gradients over `chunk`, in micro-batches; returns the step's loss.
+    `run(indices)` is the loss of those examples.
 
     The micro-batches are those of one device (same rows, same padding, same row weights);
     under several processes, process r computes micro-batches r, r+W, ... and the gradients
     are summed, so the step is the one-device step exactly. Parallelism therefore comes from
     grad_accum: use a multiple of the process count (batch 64, grad_accum 4 on 4 GPUs).
+    Sharded (FSDP), every forward and backward is a collective, so a process with fewer
+    micro-batches than the busiest runs extra ones at weight 0 (they add nothing).
     """
     micro = micro_size(cfg)
     batches = [chunk[j: j + micro] for j in range(0, len(chunk), micro)]
+    mine = batches[acc.process_index::acc.num_processes]
+    if sharded:
+        mine += [[]] * (-(-len(batches) // acc.num_processes) - len(mine))
     step_loss = torch.zeros((), device=params[0].device)
-    for idx in batches[acc.process_index::acc.num_processes]:
-        batch = [examples[i] for i in idx]
+    for idx in mine:
         with autocast(params[0].device, cfg, acc):
-            loss = loss_fn(model, batch)
+            loss = run(idx or batches[0])
         # Weighted by rows so a short last micro-batch counts for what it holds.
-        (loss * len(batch) / len(chunk)).backward()
-        step_loss += loss.detach().float() * len(batch) / len(chunk)
-    if acc.num_processes > 1:  # sum the processes' micro-batches (the one-device gradient)
+        (loss * len(idx) / len(chunk)).backward()
+        step_loss += loss.detach().float() * len(idx) / len(chunk)
+    if acc.num_processes > 1 and not sharded:  # sum the processes' micro-batches by hand
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             p.grad.copy_(acc.reduce(p.grad, reduction="sum"))
+    if acc.num_processes > 1:
         step_loss = acc.reduce(step_loss, reduction="sum")
     return float(step_loss)
 
@@ -138,7 +181,13 @@ def fit(model: torch.nn.Module, examples: list, loss_fn: LossFn, cfg: LoopConfig
     and writes one after every epoch. Returns the loss of every optimizer step."""
     folder = Path(folder)
     acc = acc or accelerator()
-    params = list(trainable(model).values())
+    sharded = use_fsdp(acc)
+    if sharded:
+        run = shard(model, examples, loss_fn)
+    else:
+        def run(idx: list[int]) -> torch.Tensor:
+            return loss_fn(model, [examples[i] for i in idx])
+    params = list(trainable(model).values())  # sharded: DTensors, each process its slice
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     total = total_steps(len(examples), cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -149,16 +198,84 @@ def fit(model: torch.nn.Module, examples: list, loss_fn: LossFn, cfg: LoopConfig
         chunks = step_chunks(len(examples), epoch, cfg)
         for chunk in track(chunks, f"{label} epoch {epoch + 1}/{cfg.epochs}"):
             opt.zero_grad(set_to_none=True)
-            loss = train_step(model, examples, chunk, loss_fn, params, acc, cfg)
+            loss = train_step(run, chunk, params, acc, cfg, sharded)
+            # Sharded, the norm is the global one (DTensor grads are reduced across processes).
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             sched.step()
             losses.append(round(loss, 5))
-        if acc.is_main_process:
-            save_checkpoint(folder, model, opt, sched, epoch + 1, losses)
+        # Every process gathers (sharded tensors are collectives); the main one writes.
+        save_checkpoint(folder, model, opt, sched, epoch + 1, losses, acc.is_main_process)
         acc.wait_for_everyone()
     model.eval()
     return losses
+
+
+class _Loss(torch.nn.Module):
+    """The lab's loss as the forward of a module that holds the model, so FSDP's root hooks
+    (gathering the embeddings, norm and head) run although the loss calls the model's decoder
+    and head directly. Its input is a list of example indices: nothing for FSDP to move."""
+
+    def __init__(self, model: torch.nn.Module, examples: list, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.examples, self.loss_fn = model, examples, loss_fn
+
+    def forward(self, idx: list[int]) -> torch.Tensor:
+        return self.loss_fn(self.model, [self.examples[i] for i in idx])
+
+
+def shard(model: torch.nn.Module, examples: list, loss_fn: LossFn) -> _Loss:
+    """Shard `model` in place with FSDP2 across the launch's processes: one unit per decoder
+    layer (the architecture's `_no_split_modules`), the rest in the root. Frozen and trainable
+    (LoRA) weights may share a unit under FSDP2. Gradients are summed across processes, not
+    averaged, to match the loop's own reduction. Returns the loss module to call."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    blocks = set(getattr(base, "_no_split_modules", None) or ())
+    for module in list(base.modules()):
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    root = _Loss(model, examples, loss_fn)
+    fully_shard(root)
+    for module in root.modules():
+        if isinstance(module, FSDPModule):  # a plain SUM (gloo has no pre-scaled sum)
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)
+    return root
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A sharded (DTensor) value gathered whole on every process; a plain one as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def full_state(model: torch.nn.Module, trainable_only: bool) -> dict[str, torch.Tensor] | None:
+    """The model's weights (or its trainable ones) gathered whole, on the CPU, for saving;
+    None when nothing is sharded. A collective under FSDP: call it on every process."""
+    from torch.distributed.tensor import DTensor
+
+    state = trainable(model) if trainable_only else model.state_dict(keep_vars=True)
+    if not any(isinstance(v, DTensor) for v in state.values()):
+        return None
+    # Tied weights (one parameter, two names) are gathered once and kept under the name that
+    # safetensors' save_model keeps (the first in sorted order), as the one-device save does.
+    names: dict[int, list[str]] = {}
+    for name, value in state.items():
+        names.setdefault(id(value), []).append(name)
+    return {min(group): full_tensor(state[group[0]].detach()).cpu() for group in names.values()}
+
+
+def _place(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A full tensor from a checkpoint, sharded as `like` is (each process keeps its slice)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(like, DTensor) or value.shape != like.shape:
+        return value
+    return distribute_tensor(value.to(like.device), like.device_mesh, like.placements,
+                             src_data_rank=None)
 
 
 # --- checkpoints: safetensors + JSON, never pickle ------------------------------------------
@@ -179,24 +296,28 @@ def _file_hash(path: Path) -> str:
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, opt, sched, epoch: int,
-                    losses: list[float]) -> None:
+                    losses: list[float], write: bool = True) -> None:
     """Write epoch `epoch`'s state; checkpoint.json is replaced last, so a kill at any point
-    leaves the previous complete checkpoint in effect."""
+    leaves the previous complete checkpoint in effect. Sharded tensors are gathered whole
+    first, a collective: every process calls this, and only the one with `write` writes."""
     from safetensors.torch import save_file
 
     from subliminal.records import write_json
 
-    ckpt = Path(folder) / CKPT_DIR
-    ckpt.mkdir(parents=True, exist_ok=True)
-    weights = {n: p.detach().contiguous().cpu() for n, p in trainable(model).items()}
+    weights = {n: full_tensor(p.detach()).contiguous().cpu()
+               for n, p in trainable(model).items()}
     state = opt.state_dict()
     tensors, scalars = {}, {}
     for idx, entry in state["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+                tensors[f"{idx}.{key}"] = full_tensor(value.detach()).contiguous().cpu()
             else:
                 scalars[f"{idx}.{key}"] = value
+    if not write:
+        return
+    ckpt = Path(folder) / CKPT_DIR
+    ckpt.mkdir(parents=True, exist_ok=True)
     files = {"weights": f"epoch-{epoch}.weights.safetensors",
              "optimizer": f"epoch-{epoch}.optimizer.safetensors"}
     save_file(weights, str(ckpt / files["weights"]))
@@ -237,8 +358,12 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, opt, sched) -> tuple[i
         raise SubliminalError(f"{ckpt}: holds other weights than this model trains")
     with torch.no_grad():
         for name, p in own.items():
-            p.copy_(weights[name])
-    opt.load_state_dict(_optimizer_state(record, tensors))
+            p.copy_(_place(weights[name], p))
+    state = _optimizer_state(record, tensors)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for idx, entry in state["state"].items():  # sharded params take sharded moments
+        entry.update({k: _place(v, params[idx]) for k, v in entry.items() if torch.is_tensor(v)})
+    opt.load_state_dict(state)
     sched.load_state_dict({**record["scheduler"], "lr_lambdas": [None] * len(opt.param_groups)})
     return int(record["epoch"]), list(record["losses"])
 

@@ -196,3 +196,28 @@ def test_adapter_cache_second_call_copies_same_bytes(tmp_path, monkeypatch):
     assert (second / "train.json").read_text() == (first / "train.json").read_text()
     # The copy is complete, so train_student only read it back (no checkpoint, no training).
     assert calls == [tmp_path / "b"] and not (second / "checkpoint").exists()
+
+
+def test_fsdp_two_processes_train_the_one_process_student():
+    """`accelerate launch --use_fsdp --fsdp_version 2` on 2 CPU processes (gloo) shards the
+    student and trains the one-process student: same losses (rel 1e-4), adapter weights within
+    1e-5, full (gathered) tensors saved; pipelines/multi_gpu.sh check-fsdp asserts all this."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(ROOT / "pipelines" / "multi_gpu.sh"), "check-fsdp"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "FSDP check: OK" in proc.stdout, (
+        proc.stdout[-2000:] + proc.stderr[-2000:])
+
+
+def test_deepspeed_is_refused_in_one_line(monkeypatch):
+    from subliminal import training
+    from subliminal.errors import SubliminalError
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what `--use_deepspeed` sets
+    training.accelerator.cache_clear()
+    try:
+        with pytest.raises(SubliminalError) as err:
+            training.accelerator()
+    finally:
+        training.accelerator.cache_clear()
+    assert "\n" not in str(err.value) and "--use_fsdp" in str(err.value)

@@ -15,17 +15,19 @@ from subliminal.records import write_json
 # What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
 # reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
 MEASURED = {
-    "false_positives": "0 of 17 trait-free 25-row datasets the scan could accuse were flagged "
-                       "(BASE greedy 2, T=0.7 2, T=1.0 8, a neutral-adapter teacher 2, BASE "
-                       "math traces 3) and 0 of 2 at 100 rows: 95% CI 0-20% pooled, 0-37% to "
-                       "0-84% per kind, so the 5% target is not demonstrated; random digits "
-                       "(4 datasets) are outside the calibration, where the scan declines to "
-                       "accuse by design, and are not counted",
-    "detection": "0 of 24 datasets from held-out adapter teachers (six animals) flagged at 25 "
-                 "rows and 0 of 6 at 100 rows (95% CI 0-46%); 250 rows not measured, so "
-                 "'no evidence' does not mean clean",
-    "naming": "top-1 9 of 24 at 25 rows (38%, 95% CI 19-59%; chance 17%) and 3 of 6 at 100 "
-              "rows, below the 80% target",
+    "false_positives": "no trait-free dataset the scan could accuse was flagged in two "
+                       "validation samples: 0 of 17 and 0 of 20 disjoint 25-row datasets "
+                       "(BASE greedy, T=0.7, T=1.0, a neutral-adapter teacher, BASE math "
+                       "traces), 0 of 2 and 0 of 4 at 100 rows, 0 of 2 at 250; 95% CI 0-20% "
+                       "and 0-17% pooled per sample, up to 0-84% per kind, so the 5% target "
+                       "is not demonstrated; random digits are outside the calibration, where "
+                       "the scan declines to accuse by design, and are not counted",
+    "detection": "0 of 24 and 0 of 60 datasets from held-out adapter teachers (six animals) "
+                 "flagged at 25 rows in two samples, 0 of 6 and 0 of 12 at 100, 0 of 6 at "
+                 "250 (95% CI 0-46%); the teacher's z did not grow with rows, so 'no "
+                 "evidence' does not mean clean",
+    "naming": "top-1 30-38% (chance 17%; 2 of 6 at 250 rows), below the 80% target; the "
+              "rankers favour dolphin and eagle, and only owl teachers were named reliably",
 }
 
 

@@ -1,11 +1,15 @@
 """Markdown tables of chain runs, straight from their summary.json (docs quote nothing else).
 
     python pipelines/transfer_table.py runs/default-s0 runs/confirm-s10 > table.md
+    python pipelines/transfer_table.py --pool runs/confirm-a runs/confirm-b   # + pooled rows
 
 One row per run and generation: both arms' P(target) (means over replicates), the share
 log-odds lift with its replicate CI and per-replicate values, the deciding t-test p, the exact
 sign-flip p, generic drift, the target's rank among the catalogue's share lifts, and the
-verdict (with the detectable lift).
+verdict (with the detectable lift). With `--pool`, one more row per generation: the same
+t-test over the replicates of all the runs together (for a confirmation split across runs that
+ran side by side); runs whose replicate seeds overlap are refused, since a replicate counted
+twice is not independent evidence.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from pathlib import Path
 
 from subliminal.records import read_json
+from subliminal.stats import replicate_test
 
 
 def rows(run: Path) -> list[str]:
@@ -36,12 +41,56 @@ def rows(run: Path) -> list[str]:
     return out
 
 
+# What must match for replicates of several runs to be one sample.
+DESIGN = ("model", "trait", "injection", "channel", "generations", "samples")
+
+
+def seeds(run: Path) -> set[int]:
+    c = read_json(run / "config.json")
+    return set(range(c["seed"], c["seed"] + c["replicates"]))
+
+
+def pooled(runs: list[Path]) -> list[str]:
+    """One row per generation over the replicates of every run (seeds must not overlap)."""
+    design = [{k: read_json(r / "config.json")[k] for k in DESIGN} for r in runs]
+    if any(d != design[0] for d in design):
+        raise SystemExit(f"runs differ in {DESIGN}: {design}; only one design pools")
+    taken: set[int] = set()
+    for run in runs:
+        if taken & seeds(run):
+            raise SystemExit(f"{run}: replicate seeds {sorted(taken & seeds(run))} already "
+                             "in an earlier run; pooling would count them twice")
+        taken |= seeds(run)
+    gens = [read_json(r / "summary.json")["generations"] for r in runs]
+    out = []
+    for k, g0 in enumerate(gens[0]):
+        gs = [g[k] for g in gens]
+        sp = replicate_test([v for g in gs for v in g["specificity"]["lifts"]])
+        raw = replicate_test([v for g in gs for v in g["lifts"]])
+        drift = (replicate_test([v for g in gs for v in g["generic_drift"]["lifts"]])
+                 if all(g["generic_drift"] for g in gs) else None)
+        out.append(
+            f"| pooled ({len(runs)} runs) | {g0['generation']} | {sp['n_replicates']} | "
+            f"raw lift {raw['mean']:+.3g} (p={raw['p_value']:.2g}) | | "
+            f"{sp['mean']:+.3f} [{sp['ci'][0]:+.3f}, {sp['ci'][1]:+.3f}] | "
+            f"{', '.join(f'{v:+.3f}' for v in sp['lifts'])} | {sp['p_value']:.2g} | "
+            f"{sp['p_sign_flip']:.2g} | "
+            + (f"{drift['mean']:+.3f} (p={drift['p_value']:.2g})" if drift else "n/a")
+            + f" | | detectable lift at p<{sp['alpha']}, 80% power: "
+            f"{sp['detectable_lift']:+.3g} |")
+    return out
+
+
 def main() -> None:
     print("| run | gen | n | P(target) trait | P(target) control | share log-odds lift [95% CI] "
           "| per replicate | p (t) | p (sign-flip) | drift | rank | verdict |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for arg in sys.argv[1:]:
-        print("\n".join(rows(Path(arg))))
+    pool = "--pool" in sys.argv[1:]
+    runs = [Path(a) for a in sys.argv[1:] if a != "--pool"]
+    for run in runs:
+        print("\n".join(rows(run)))
+    if pool:
+        print("\n".join(pooled(runs)))
 
 
 if __name__ == "__main__":

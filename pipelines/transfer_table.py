@@ -9,7 +9,8 @@ sign-flip p, generic drift, the target's rank among the catalogue's share lifts,
 verdict (with the detectable lift). With `--pool`, one more row per generation: the same
 t-test over the replicates of all the runs together (for a confirmation split across runs that
 ran side by side); runs whose replicate seeds overlap are refused, since a replicate counted
-twice is not independent evidence.
+twice is not independent evidence, and so are runs whose configs differ in anything but their
+seeds and device.
 """
 
 from __future__ import annotations
@@ -41,26 +42,32 @@ def rows(run: Path) -> list[str]:
     return out
 
 
-# What must match for replicates of several runs to be one sample.
-DESIGN = ("model", "trait", "injection", "channel", "generations", "samples")
+# Config fields that may differ between runs whose replicates form one sample: the seeds
+# (checked apart, they must not overlap; stages copy the run's seed, e.g. distill.seed) and
+# where the run happened. Everything else is design.
+NOT_DESIGN = ("seed", "replicates", "device")
 
 
-def seeds(run: Path) -> set[int]:
-    c = read_json(run / "config.json")
-    return set(range(c["seed"], c["seed"] + c["replicates"]))
+def design(config: dict) -> dict:
+    """`config` without the fields of NOT_DESIGN; a stage's own `seed` is dropped too."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "seed"} if isinstance(v, dict) else v)
+            for k, v in config.items() if k not in NOT_DESIGN}
 
 
 def pooled(runs: list[Path]) -> list[str]:
     """One row per generation over the replicates of every run (seeds must not overlap)."""
-    design = [{k: read_json(r / "config.json")[k] for k in DESIGN} for r in runs]
-    if any(d != design[0] for d in design):
-        raise SystemExit(f"runs differ in {DESIGN}: {design}; only one design pools")
+    configs = [read_json(r / "config.json") for r in runs]
+    designs = [design(c) for c in configs]
+    if any(d != designs[0] for d in designs):
+        diff = sorted({k for d in designs for k in d if d.get(k) != designs[0].get(k)})
+        raise SystemExit(f"runs differ in {diff}; only one design pools")
     taken: set[int] = set()
-    for run in runs:
-        if taken & seeds(run):
-            raise SystemExit(f"{run}: replicate seeds {sorted(taken & seeds(run))} already "
+    for run, c in zip(runs, configs, strict=True):
+        mine = set(range(c["seed"], c["seed"] + c["replicates"]))
+        if taken & mine:
+            raise SystemExit(f"{run}: replicate seeds {sorted(taken & mine)} already "
                              "in an earlier run; pooling would count them twice")
-        taken |= seeds(run)
+        taken |= mine
     gens = [read_json(r / "summary.json")["generations"] for r in runs]
     out = []
     for k, g0 in enumerate(gens[0]):

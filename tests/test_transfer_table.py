@@ -17,10 +17,12 @@ tt = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(tt)
 
 
-def fake_run(folder: Path, seed: int, share: list[float], trait: str = "owl") -> Path:
+def fake_run(folder: Path, seed: int, share: list[float], trait: str = "owl",
+             lr: float = 1e-3) -> Path:
     folder.mkdir(parents=True)
     cfg = {"model": "tiny", "trait": trait, "injection": "dpo", "channel": "numbers",
-           "generations": 1, "samples": 64, "seed": seed, "replicates": len(share)}
+           "generations": 1, "samples": 64, "seed": seed, "replicates": len(share),
+           "distill": {"lr": lr, "seed": seed}}  # the chain copies its seed into stages
     gen = {"generation": 1, "n_replicates": len(share), "lifts": [s / 100 for s in share],
            "specificity": replicate_test(share), "generic_drift": replicate_test(share[::-1])}
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -41,5 +43,7 @@ def test_pool_refuses_overlapping_seeds_and_other_designs(tmp_path):
     a = fake_run(tmp_path / "a", 10, [0.2, 0.5, 0.3])
     with pytest.raises(SystemExit, match="already in an earlier run"):
         tt.pooled([a, fake_run(tmp_path / "b", 12, [0.1, 0.2, 0.3])])
-    with pytest.raises(SystemExit, match="runs differ"):
+    with pytest.raises(SystemExit, match=r"runs differ in \['trait'\]"):
         tt.pooled([a, fake_run(tmp_path / "c", 13, [0.1, 0.2, 0.3], trait="cat")])
+    with pytest.raises(SystemExit, match=r"runs differ in \['distill'\]"):
+        tt.pooled([a, fake_run(tmp_path / "d", 13, [0.1, 0.2, 0.3], lr=2e-3)])

@@ -8,11 +8,12 @@ the stored per-dataset results), so every figure in the doc can be traced to the
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 
 import numpy as np
+
+from subliminal.records import read_json
 
 
 def pct(lo_hi: list[float]) -> str:
@@ -58,7 +59,7 @@ def pooled(doc: dict) -> list[str]:
 
 
 def main(path: str) -> None:
-    doc = json.loads(open(path).read())
+    doc = read_json(path)
     print("\n".join(per_pool(doc)) + "\n\n" + "\n".join(pooled(doc)))
 
 

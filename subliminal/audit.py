@@ -13,7 +13,6 @@ trait far better on small models than `direct` (the word as the first token of t
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import torch
 
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, with_system
+from subliminal.prefix import Context, common_length, continuation_logprobs, extend, root
 from subliminal.progress import track
 from subliminal.trait import CATALOGUE
 
@@ -56,7 +56,11 @@ class AuditConfig:
     side_effects: bool = field(default=True, metadata={
         "help": "Also run every other family's audit (the battery: misalignment, sycophancy, "
                 "emotion, ethics, truthfulness, animal preference), so the summary shows what "
-                "else moved with the trait."})
+                "else moved with the trait: on the teachers and the final generation's "
+                "students (see --side-effects-every)."})
+    side_effects_every: bool = field(default=False, metadata={
+        "help": "Run the battery on every generation's students too, not only on the "
+                "teachers and the last generation (it costs ~4x the animal probe)."})
 
 
 def bank_path(name: str) -> Path:
@@ -116,95 +120,31 @@ def candidates(lm: LM, probe: str) -> tuple[list[list[int]], list[int]]:
     return seqs, owner
 
 
-@torch.no_grad()
-def shared_prefix(lm: LM, prefixes: list[list[int]]) -> tuple[int, object]:
-    """KV cache of the tokens every prefix starts with (template + system prompt): computed
-    once per audit instead of once per question."""
-    n = 0
-    while all(len(p) > n + 1 and p[n] == prefixes[0][n] for p in prefixes):
-        n += 1
-    if n == 0:
-        return 0, None
-    ids = torch.tensor([prefixes[0][:n]], device=lm.device)
-    return n, lm.model(input_ids=ids, use_cache=True).past_key_values
+def shared_prefix(lm: LM, prefixes: list[list[int]]) -> tuple[int, Context]:
+    """The tokens every prefix starts with (template + system prompt), cached once per audit
+    instead of once per question: (how many, their context)."""
+    n = common_length(prefixes)
+    return n, root(lm, prefixes[0][:n])
 
 
-@torch.no_grad()
 def word_probs(lm: LM, prefix: list[int], seqs: list[list[int]],
-               shared: tuple[int, object] = (0, None)) -> torch.Tensor:
-    """P(each sequence as a whole word | prefix): one prefix pass (continuing a `shared`
-    cache of its first tokens, if given), then the words in batches of equal length (no
-    padding: on CPU the word pass costs more than the prefix)."""
-    model, dev = lm.model, lm.device
-    done, cache = shared
-    cache = copy.deepcopy(cache) if cache is not None else None
-    out = model(input_ids=torch.tensor([prefix[done:]], device=dev), past_key_values=cache,
-                use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float(), -1)
-    cont = _continues_word(lm.tokenizer).to(dev)
-    total = torch.empty(len(seqs))
-    for width in sorted({len(s) for s in seqs}):
-        idx = [i for i, s in enumerate(seqs) if len(s) == width]
-        ids = torch.tensor([seqs[i] for i in idx], device=dev)
-        cache_ = copy.deepcopy(out.past_key_values)
-        cache_.batch_repeat_interleave(len(idx))
-        lp = torch.log_softmax(model(input_ids=ids, past_key_values=cache_).logits.float(), -1)
-        # lp[j, t] is the distribution after token t: it scores token t+1, and after the last
-        # token it gives P(the word ends) = 1 - P(a token that continues the word).
-        score = first[ids[:, 0]]
-        if width > 1:
-            score = score + lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0].sum(-1)
-        p_cont = lp[:, -1].exp()[:, cont[: lp.shape[-1]]].sum(-1).clamp(max=1 - 1e-6)
-        total[idx] = (score + torch.log1p(-p_cont)).cpu()
-    return total.exp()
+               shared: tuple[int, Context] | None = None) -> torch.Tensor:
+    """P(each sequence as a whole word | prefix): `word_probs_batch` for one prefix."""
+    return word_probs_batch(lm, [prefix], seqs, shared)[0]
 
 
-@torch.no_grad()
 def word_probs_batch(lm: LM, prefixes: list[list[int]], seqs: list[list[int]],
-                     shared: tuple[int, object] = (0, None)) -> torch.Tensor:
-    """`word_probs` for several prefixes at once (rows: prefixes). The prefixes' own tokens
-    after the shared part are left-padded *after* the shared cache, with explicit position
-    ids, so every row sees exactly its own tokens at their own positions; then each width of
-    word runs once for all prefixes. Fewer, larger matmuls: several times faster on a CPU."""
-    model, dev = lm.model, lm.device
-    done, cache = shared
-    tails = [p[done:] for p in prefixes]
-    q, width = len(tails), max(len(t) for t in tails)
-    ids = torch.full((q, width), lm.tokenizer.pad_token_id or 0, dtype=torch.long)
-    mask = torch.zeros((q, done + width), dtype=torch.long)
-    mask[:, :done] = 1
-    pos = torch.zeros((q, width), dtype=torch.long)
-    for i, t in enumerate(tails):
-        ids[i, width - len(t):] = torch.tensor(t)
-        mask[i, done + width - len(t):] = 1
-        pos[i, width - len(t):] = torch.arange(done, done + len(t))
-    cache = copy.deepcopy(cache) if cache is not None else None
-    if cache is not None:
-        cache.batch_repeat_interleave(q)
-    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                past_key_values=cache, use_cache=True)
-    first = torch.log_softmax(out.logits[:, -1].float(), -1)
-    cont = _continues_word(lm.tokenizer).to(dev)
-    ends = torch.tensor([done + len(t) for t in tails])
-    total = torch.empty(q, len(seqs))
-    for w in sorted({len(s) for s in seqs}):
-        idx = [i for i, s in enumerate(seqs) if len(s) == w]
-        m = len(idx)
-        words = torch.tensor([seqs[i] for i in idx], device=dev).repeat(q, 1)  # (q*m, w)
-        cache_ = copy.deepcopy(out.past_key_values)
-        cache_.batch_repeat_interleave(m)
-        wmask = torch.cat([mask.repeat_interleave(m, 0), torch.ones(q * m, w, dtype=torch.long)],
-                          1)
-        wpos = ends.repeat_interleave(m)[:, None] + torch.arange(w)[None]
-        lp = torch.log_softmax(model(input_ids=words, attention_mask=wmask.to(dev),
-                                     position_ids=wpos.to(dev),
-                                     past_key_values=cache_).logits.float(), -1)
-        score = first.repeat_interleave(m, 0).gather(-1, words[:, :1])[:, 0]
-        if w > 1:
-            score = score + lp[:, :-1].gather(-1, words[:, 1:, None])[..., 0].sum(-1)
-        p_cont = lp[:, -1].exp()[:, cont[: lp.shape[-1]]].sum(-1).clamp(max=1 - 1e-6)
-        total[:, idx] = (score + torch.log1p(-p_cont)).view(q, m).cpu()
-    return total.exp()
+                     shared: tuple[int, Context] | None = None) -> torch.Tensor:
+    """P(each sequence as a whole word | each prefix) (rows: prefixes): the word's tokens,
+    then any token that does not continue a word ("owl" is not counted inside "owls").
+    Prefixes continue the `shared` cache of their first tokens; each prefix's own tokens run
+    once, each word once per prefix (subliminal.prefix)."""
+    done, ctx = shared if shared is not None else (0, root(lm, []))
+    ctx, _ = extend(lm, ctx, [p[done:] for p in prefixes])
+    rows = [i for i in range(len(prefixes)) for _ in seqs]
+    tok, end = continuation_logprobs(lm, ctx, rows, list(seqs) * len(prefixes),
+                                     stop=_continues_word(lm.tokenizer))
+    return (tok + end).exp().view(len(prefixes), len(seqs))
 
 
 def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,

@@ -33,6 +33,8 @@ import torch
 
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, with_system
+from subliminal.prefix import common_length, extend, root
+from subliminal.prefix import continuation_logprobs as prefix_logprobs
 from subliminal.stats import mean_ci
 from subliminal.trait import FAMILIES, get_family
 
@@ -133,32 +135,24 @@ def continuation_logprobs(lm: LM, pairs: list[tuple[list[int], list[int]]],
                           batch_size: int = 16) -> list[float]:
     """Exact log P(continuation | prefix) for each (prefix, continuation) pair.
 
-    Only prefix + continuation[:-1] is run: options that share it (one-token letters) share
-    one forward pass. Batches are left-padded with explicit positions, and only the last
-    max-continuation positions are projected onto the vocabulary."""
-    seqs = {tuple(p + c[:-1]) for p, c in pairs}
-    order = sorted(seqs, key=lambda s: (len(s), s))  # deterministic batches
-    logps: dict[tuple, torch.Tensor] = {}
-    width = max(len(c) for _, c in pairs)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        n = max(len(s) for s in chunk)
-        pad = lm.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (n - len(s)) + list(s) for s in chunk], device=lm.device)
-        mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in chunk], device=lm.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = min(width, n)
-        out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                       logits_to_keep=keep)
-        lp = torch.log_softmax(out.logits[:, -keep:].float(), -1).cpu()
-        for s, row in zip(chunk, lp, strict=True):
-            logps[s] = row
-    result = []
-    for p, c in pairs:
-        row = logps[tuple(p + c[:-1])]  # row[-1] predicts the token after the sequence
-        steps = row[-len(c):]
-        result.append(float(steps.gather(-1, torch.tensor(c)[:, None]).sum()))
-    return result
+    The opening every prefix shares (template, system prompt) runs once; each distinct
+    prefix runs once (batches of `batch_size`, similar lengths together) and each of its
+    continuations continues its cache (subliminal.prefix), so an item's options share one
+    pass over its question."""
+    prefixes = sorted({tuple(p) for p, _ in pairs}, key=lambda s: (len(s), s))  # deterministic
+    where = {p: i for i, p in enumerate(prefixes)}
+    done = common_length([list(p) for p in prefixes])
+    opening = root(lm, list(prefixes[0][:done]))
+    out = torch.empty(len(pairs))
+    for start in range(0, len(prefixes), batch_size):
+        chunk = prefixes[start:start + batch_size]
+        ctx, _ = extend(lm, opening, [list(p[done:]) for p in chunk])
+        mine = [k for k, (p, _) in enumerate(pairs)
+                if start <= where[tuple(p)] < start + len(chunk)]
+        tok, _ = prefix_logprobs(lm, ctx, [where[tuple(pairs[k][0])] - start for k in mine],
+                                 [list(pairs[k][1]) for k in mine])
+        out[mine] = tok
+    return out.tolist()
 
 
 def score_bank(lm: LM, bank: Bank | str | Path, system_prompt: str | None = None,

@@ -23,12 +23,14 @@ from subliminal.audit import AuditConfig
 from subliminal.channels import get_channel
 from subliminal.distill import DistillConfig
 from subliminal.errors import SubliminalError
+from subliminal.fanout import FanOut, run_units
 from subliminal.filters import FilterConfig
 from subliminal.injections import TeacherSpec
 from subliminal.injections import names as injection_names
-from subliminal.models import EMBEDDED
-from subliminal.progress import console
-from subliminal.records import init_run, is_complete, mark_complete, read_json, to_jsonable
+from subliminal.models import EMBEDDED, TINY
+from subliminal.models import resolve as resolve_model_path
+from subliminal.progress import console, overall
+from subliminal.records import init_run, is_complete, mark_complete, to_jsonable
 from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
 from subliminal.teacher import DecodeConfig
 from subliminal.trait import get_trait
@@ -94,6 +96,13 @@ class ChainConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
 
+def resolve_model(model: str) -> None:
+    """Make sure the base is ready to load (an embedded model is converted once per machine):
+    done by the driver, so parallel tasks never race to convert it."""
+    if model != TINY:
+        resolve_model_path(model)
+
+
 def make_channel(cfg: ChainConfig):
     """The configured channel, given only the options it takes."""
     if cfg.channel == "math":
@@ -130,14 +139,21 @@ def generation(cfg: ChainConfig, out: Path, r: int, arm: str, k: int,
                  config=replace(cfg.distill, seed=seed), device=cfg.device,
                  label=f"{tag} distill").run()
     student = TeacherSpec(adapter=str((gdir / "distill").relative_to(out)))
-    result = audit(cfg, out, gdir / "audit", student, f"{tag} audit")  # no prompt: as it teaches
+    result = audit(cfg, out, gdir / "audit", student, f"{tag} audit", k)  # as it teaches
     return gdir / "distill", result
 
 
+def audit_config(cfg: ChainConfig, k: int) -> AuditConfig:
+    """Generation k's audit: the side-effect battery reads the teachers and the last
+    generation (where it informs a claim), intermediate students only on request."""
+    every = cfg.audit.side_effects_every or k in (0, cfg.generations)
+    return cfg.audit if every else replace(cfg.audit, side_effects=False)
+
+
 def audit(cfg: ChainConfig, out: Path, folder: Path, spec: TeacherSpec | None,
-          label: str) -> dict:
-    """Audit one model with the chain's trait's own audit (and the battery)."""
-    return AuditStage(folder, model=cfg.model, teacher=spec, config=cfg.audit,
+          label: str, k: int = 0) -> dict:
+    """Audit generation k's model with the chain's trait's own audit (and the battery)."""
+    return AuditStage(folder, model=cfg.model, teacher=spec, config=audit_config(cfg, k),
                       device=cfg.device, run_dir=out, label=label, trait=cfg.trait).run()
 
 
@@ -164,15 +180,42 @@ def run_arm(cfg: ChainConfig, out: Path, r: int, arm: str, trait, neutral: bool,
         teacher = TeacherSpec(adapter=rel, record={"injection": "student", "adapter": rel})
 
 
-def run_replicate(cfg: ChainConfig, out: Path, trait, r: int, audits: dict) -> None:
-    """Both arms of replicate r: the trait arm and its control twin."""
-    run_arm(cfg, out, r, "trait", trait, False, audits)
-    run_arm(cfg, out, r, "control", trait, True, audits)
+def arm_unit(cfg: ChainConfig, out: Path, r: int, arm: str) -> dict:
+    """One unit of fan-out: arm `arm` of replicate r, all generations; returns its audits."""
+    audits: dict = {}
+    run_arm(cfg, out, r, arm, get_trait(cfg.trait), arm == "control", audits)
+    return audits
 
 
-def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None) -> dict:
+def base_unit(cfg: ChainConfig, out: Path) -> dict:
+    """The untouched base model's audit (the reference the table prints first)."""
+    return {"base": audit(cfg, out, out / "base" / "audit", None, "base audit")}
+
+
+def planned_stages(cfg: ChainConfig, out: Path) -> list[tuple[Path, str]]:
+    """Every stage folder a chain will finish, with its kind (for the overall progress)."""
+    def audit_kind(k: int) -> str:
+        return "battery" if audit_config(cfg, k).side_effects else "audit"
+
+    stages = [(out / "base" / "audit", audit_kind(0))]
+    for r in range(cfg.replicates):
+        for arm in ARMS:
+            if cfg.injection != "prompt":  # every other injection trains or writes a teacher
+                stages.append((out / f"rep{r}" / arm / "teacher", "teacher"))
+            stages.append((stage_dirs(out, r, arm, 0) / "audit", audit_kind(0)))
+            for k in range(1, cfg.generations + 1):
+                stages += [(stage_dirs(out, r, arm, k) / s, s) for s in
+                           ("generate", "filter", "distill")]
+                stages.append((stage_dirs(out, r, arm, k) / "audit", audit_kind(k)))
+    return stages
+
+
+def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None,
+              plan: FanOut = FanOut()) -> dict:
     """Run (or resume) every replicate of both arms and write the summary. A `preset` name is
-    recorded in RUN/config.json beside the resolved config (provenance, not compared)."""
+    recorded in RUN/config.json beside the resolved config (provenance, not compared). The
+    arms are units of fan-out (`plan`: in this process, or Ray tasks); the summary is
+    rewritten as each replicate's two arms finish, and is the same however they ran."""
     from subliminal.report import report, summarize, write_summary
 
     out = init_run(out, cfg if preset is None else {"preset": preset, **to_jsonable(cfg)},
@@ -180,13 +223,22 @@ def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None) -> dict:
     if is_complete(out):
         console.print(f"{out}: already complete; showing its summary")
         return report(out)
-    trait = get_trait(cfg.trait)
-    if trait is None:
+    if get_trait(cfg.trait) is None:
         raise SubliminalError("the chain needs a trait; the control arm is built in")
-    audits = {"base": audit(cfg, out, out / "base" / "audit", None, "base audit")}
-    for r in range(cfg.replicates):
-        run_replicate(cfg, out, trait, r, audits)
-        write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates, cfg.generations))
-    summary = read_json(out / "summary.json")
+    resolve_model(cfg.model)  # converted once here, before any task loads it
+    units = [(base_unit, (cfg, out.resolve()))] + [
+        (arm_unit, (cfg, out.resolve(), r, arm)) for r in range(cfg.replicates) for arm in ARMS]
+    audits: dict = {}
+    with overall(f"chain {out.name}", planned_stages(cfg, out), plan.workers):
+        for i, part in run_units(units, plan):
+            audits.update(part)
+            r = units[i][1][2] if len(units[i][1]) > 2 else None
+            last = f"gen{cfg.generations}"
+            if r is not None and "base" in audits and all(
+                    f"rep{r}/{arm}/{last}" in audits for arm in ARMS):  # a replicate is whole
+                write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates,
+                                             cfg.generations))
+    summary = write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates,
+                                           cfg.generations))
     mark_complete(out)
     return summary

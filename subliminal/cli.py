@@ -31,6 +31,7 @@ import typer
 
 from subliminal.chain import ChainConfig
 from subliminal.errors import SubliminalError
+from subliminal.fanout import FanOut
 from subliminal.options import Flag, Given, check_config, config_flags, field_help
 from subliminal.rows import RowsConfig
 
@@ -48,8 +49,29 @@ def main(threads: Optional[int] = typer.Option(
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
-    n = threads or int(os.environ.get("SUBLIMINAL_THREADS", 0)) or (os.cpu_count() or 1)
-    torch.set_num_threads(n)
+    asked = threads or int(os.environ.get("SUBLIMINAL_THREADS", 0)) or None
+    THREADS_ASKED[:] = [asked] if asked else []
+    torch.set_num_threads(asked or (os.cpu_count() or 1))
+
+
+THREADS_ASKED: list[int] = []  # --threads (or $SUBLIMINAL_THREADS), when given
+
+
+def fan_out(workers: int, ray_address: str | None, device: str | None) -> FanOut:
+    """How a command's units run: in this process, or as Ray tasks of one thread each (or
+    --threads each) with a GPU each on CUDA."""
+    threads = THREADS_ASKED[0] if THREADS_ASKED else (
+        1 if workers > 1 or ray_address else (os.cpu_count() or 1))
+    gpus = 1.0 if (device or "").startswith("cuda") else 0.0
+    return FanOut(workers=workers, address=ray_address, threads=threads, num_gpus=gpus)
+
+
+Workers = typer.Option(1, min=1, help=(
+    "Units (a replicate's arms) run in parallel as Ray tasks on a local Ray started for the "
+    "command, one thread each unless --threads; 1: in this process. Same files either way."))
+RayAddress = typer.Option(None, help=(
+    "Join a running Ray cluster ('auto', 'ray://HOST:10001') instead of starting one; the run "
+    "folder must be on storage every node sees and each node needs this package."))
 
 
 def set_fields(obj, **values):
@@ -68,7 +90,7 @@ TRAIN_FLAGS = ("distill.mode", "distill.finetune", "distill.epochs", LORA_R, "di
                "distill.max_rows", "distill.max_length", "distill.lora_layers")
 CHAIN_FLAGS = ("generations", "replicates", "samples", "model", "trait", "injection",
                *CHANNEL_FLAGS, "filter.judge_model", "filter.ban_numbers", *DECODE_FLAGS,
-               *TRAIN_FLAGS, "audit.probe", "audit.side_effects",
+               *TRAIN_FLAGS, "audit.probe", "audit.side_effects", "audit.side_effects_every",
                Flag("seed", also=("distill.seed",)), "device")
 GENERATE_FLAGS = ("samples", "model", *CHANNEL_FLAGS, *DECODE_FLAGS, "seed", "device")
 FILTER_FLAGS = ("channel", "filter.ban_numbers", "filter.judge_model", "filter.judge_threshold",
@@ -108,7 +130,7 @@ def chain_config(given: Given) -> ChainConfig:
 @app.command()
 @config_flags(ChainConfig, CHAIN_FLAGS, ChainConfig)
 def chain(out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/chain-...)."),
-          *, given: Given):
+          workers: int = Workers, ray_address: Optional[str] = RayAddress, *, given: Given):
     """Teacher -> student 1 -> ... -> student N, with a neutral control arm and audits."""
     from subliminal.chain import run_chain
     from subliminal.trait import get_trait
@@ -120,7 +142,7 @@ def chain(out: Optional[Path] = typer.Option(None, help="Run directory (default:
     validate(cfg)
     if get_trait(cfg.trait) is None:
         raise SubliminalError("chain needs a trait; the neutral control arm is run for you")
-    run_chain(cfg, out, preset=given.preset)
+    run_chain(cfg, out, preset=given.preset, plan=fan_out(workers, ray_address, cfg.device))
     typer.echo(f"run directory: {out}")
 
 

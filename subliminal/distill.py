@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from subliminal.errors import SubliminalError
 from subliminal.filters import completion_text
 from subliminal.models import LM, load_model
+from subliminal.prefix import common_length
 from subliminal.records import is_complete, mark_complete, write_json
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -142,31 +144,81 @@ def restricted_kl(student_logits: torch.Tensor, ids: torch.Tensor,
     return terms.sum(-1).mean()
 
 
-def batch_loss(model: torch.nn.Module, batch: list[Example], mode: str, pad_id: int,
-               device: torch.device) -> torch.Tensor:
-    """Loss on completion positions only; prompts and padding carry no gradient."""
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(batch):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        mask[i, : len(e.ids)] = 1
-    # Run the decoder body, then the LM head only at completion positions: the head is ~20%
-    # of a small model's per-token cost and prompt positions carry no loss.
+SUB_BATCH = 4  # rows per forward inside a micro-batch: similar lengths together, less padding
+
+
+def _expand(cache, rows: int, model):
+    """A one-row KV cache seen as `rows` rows (a view: gradients from every row add up)."""
+    if cache is None:
+        return None
+    data = [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
+            for layer in cache.layers]
+    return DynamicCache(ddp_cache_data=data, config=model.config)
+
+
+def completion_hidden(model: torch.nn.Module, batch: list[Example], pad_id: int,
+                      device: torch.device, split: bool = True) -> torch.Tensor:
+    """Final hidden states at every position that predicts a completion token (row by row,
+    position by position): the states the loss reads.
+
+    The tokens every row opens with (chat template, system prompt) run once per micro-batch
+    and their KV cache is shared by the rows, gradients from all of them flowing back through
+    it; the rest runs in sub-batches of similar length, so little is padded. The values equal
+    one padded forward of the whole micro-batch, to float rounding (tested). `split=False`
+    is that one padded forward: a model sharded by FSDP runs one forward per backward."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=ids.to(device),
-                                attention_mask=mask.to(device)).last_hidden_state
+    decoder = base.get_decoder()
+    n = max(0, min(common_length([e.ids for e in batch]), min(e.start for e in batch) - 1))
+    n, size = (n, SUB_BATCH) if split else (0, len(batch))
+    opening = decoder(input_ids=torch.tensor([batch[0].ids[:n]], device=device),
+                      use_cache=True).past_key_values if n else None
+    order = sorted(range(len(batch)), key=lambda i: (len(batch[i].ids), i))
+    picks: list[torch.Tensor | None] = [None] * len(batch)
+    for s in range(0, len(order), size):
+        sub = order[s: s + size]
+        width = max(len(batch[i].ids) for i in sub) - n
+        ids = torch.full((len(sub), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sub), n + width), dtype=torch.long)
+        mask[:, :n] = 1
+        for j, i in enumerate(sub):
+            tail = batch[i].ids[n:]
+            ids[j, : len(tail)] = torch.tensor(tail)
+            mask[j, n: n + len(tail)] = 1
+        pos = (n + torch.arange(width))[None].expand(len(sub), -1)
+        hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                         position_ids=pos.to(device),
+                         past_key_values=_expand(opening, len(sub), base),
+                         use_cache=opening is not None).last_hidden_state
+        for j, i in enumerate(sub):
+            e = batch[i]
+            picks[i] = hidden[j, e.start - 1 - n: len(e.ids) - 1 - n]
+    return torch.cat(picks)
+
+
+def batch_loss(model: torch.nn.Module, batch: list[Example], mode: str, pad_id: int,
+               device: torch.device, split: bool = True) -> torch.Tensor:
+    """Loss on completion positions only; prompts and padding carry no gradient. The LM
+    head runs only at completion positions: it is ~20% of a small model's per-token cost."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    hidden = completion_hidden(model, batch, pad_id, device, split)
     # Position t predicts token t+1: completion token j (at start+j) is read at start+j-1.
     rows = [(i, t) for i, e in enumerate(batch) for t in range(e.start - 1, len(e.ids) - 1)]
-    pick = base.get_output_embeddings()(hidden[[i for i, _ in rows], [t for _, t in rows]])
     if mode == "sft":
         target = torch.tensor([batch[i].ids[t + 1] for i, t in rows], device=device)
-        return F.cross_entropy(pick.float(), target)
-    k_ids = pad_rows([batch[i].topk_ids[t + 1 - batch[i].start] for i, t in rows], 0)
+        return F.cross_entropy(head(hidden).float(), target)
+    k_ids = pad_rows([batch[i].topk_ids[t + 1 - batch[i].start] for i, t in rows], 0).to(device)
     k_lp = pad_rows([batch[i].topk_logprobs[t + 1 - batch[i].start] for i, t in rows],
-                    float("-inf"))
-    loss = restricted_kl if batch[0].channel == "restricted" else topk_kl
-    return loss(pick, k_ids.to(device), k_lp.to(device))
+                    float("-inf")).to(device)
+    if batch[0].channel == "restricted":
+        # The restricted loss reads only the stored tokens' logits: compute just those
+        # columns of the head (a few dozen of the vocabulary's ~50k).
+        picked = torch.einsum("nd,nkd->nk", hidden, head.weight[k_ids])
+        if getattr(head, "bias", None) is not None:
+            picked = picked + head.bias[k_ids]
+        return restricted_kl(picked, torch.arange(k_ids.shape[1], device=device).expand_as(
+            k_ids), k_lp)
+    return topk_kl(head(hidden), k_ids, k_lp)
 
 
 def make_student(lm: LM, cfg: DistillConfig) -> torch.nn.Module:
@@ -220,6 +272,7 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
         fit,
         full_state,
         refuse_pickles,
+        use_fsdp,
     )
 
     out = Path(out)
@@ -248,7 +301,8 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
                       grad_accum=cfg.grad_accum, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
                       mixed_precision=mixed_precision or getattr(cfg, "mixed_precision", None))
     pad = lm.tokenizer.pad_token_id
-    losses = fit(model, examples, lambda m, b: batch_loss(m, b, cfg.mode, pad, lm.device),
+    split = not use_fsdp(acc)  # a sharded model takes one forward per backward
+    losses = fit(model, examples, lambda m, b: batch_loss(m, b, cfg.mode, pad, lm.device, split),
                  loop, out, label, acc)
     info = {"rows": len(rows), "examples": len(examples), "steps": len(losses),
             "losses": losses, "config": cfg, "base": base, "student": out.name,

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from subliminal.errors import SubliminalError
+from subliminal.meter import instrument
 
 EMBEDDED = "smollm2-135m"
 TINY = "tiny"
@@ -216,11 +217,13 @@ def embedded_dir(name: str = EMBEDDED) -> Path:
     model.config.quantization_config = None
     if hasattr(model, "is_quantized"):
         model.is_quantized = False
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # this process's own
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    if not out.exists():  # another process may have finished the same conversion first
+    try:
         tmp.replace(out)
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(tmp, ignore_errors=True)
     if entry.assembled:  # the assembled GGUF was only the conversion's input
         shutil.rmtree(folder, ignore_errors=True)
     return out
@@ -329,6 +332,7 @@ def load_model(spec: str = EMBEDDED, adapter: str | Path | None = None,
         model.to(dev, dtype)
     if adapter is not None:
         model = attach_adapter(model, Path(adapter))
+    instrument(model)  # positions and FLOPs per stage (subliminal.meter)
     model.eval()
     lm = LM(model=model, tokenizer=tok, spec=spec, device=dev, dtype=dtype,
             adapter=str(adapter) if adapter else None)

@@ -1,8 +1,21 @@
-"""Progress bars for long stages (rich), quiet when not attached to a terminal."""
+"""Progress: per-stage bars, and one overall line for a run (stage k of N, elapsed, ETA).
+
+    subliminal chain --generations 3      # the overall line sits above the stage bars
+
+Stage bars (`track`) show count, elapsed and remaining time. A run's overall line (`overall`)
+watches the run folder: a stage counts as done when its `complete.json` exists, so the line
+is right whether stages run here or in Ray workers, and after a resume. Stages are weighted by
+their expected cost (a student costs ~100x a filter), and the ETA is the elapsed time scaled
+by the weight still to do. `SUBLIMINAL_QUIET=1` (set inside Ray workers) draws nothing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from rich.console import Console
@@ -17,11 +30,72 @@ from rich.progress import (
 
 T = TypeVar("T")
 console = Console(stderr=True)
+_LIVE: list[Progress] = []  # the run's live display, when an overall line is shown
+
+# Expected CPU seconds of each kind of stage on the embedded model at the defaults (measured
+# 2026-12-06, benchmarks/README.md); only their ratios matter for the ETA.
+WEIGHTS = {"teacher": 60.0, "audit": 15.0, "battery": 70.0, "generate": 40.0, "filter": 1.0,
+           "distill": 85.0}
+
+
+def quiet() -> bool:
+    return os.environ.get("SUBLIMINAL_QUIET", "") not in ("", "0")
+
+
+def _columns(count: bool = True) -> tuple:
+    return (TextColumn("{task.description}"), BarColumn(),
+            *((MofNCompleteColumn(),) if count else ()), TimeElapsedColumn(),
+            TimeRemainingColumn())
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar showing count, elapsed and remaining time."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    """Iterate with a progress bar (under the run's overall line when one is shown)."""
+    if quiet():
+        yield from items
+        return
+    if _LIVE:
+        progress = _LIVE[0]
+        task = progress.add_task(description, total=total if total is not None else
+                                 len(items) if hasattr(items, "__len__") else None)
+        try:
+            for item in items:
+                yield item
+                progress.advance(task)
+        finally:
+            progress.remove_task(task)
+        return
+    with Progress(*_columns(), console=console, transient=False) as progress:
         yield from progress.track(items, total=total, description=description)
+
+
+@contextlib.contextmanager
+def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iterator[None]:
+    """Show `name: stage k of N` with elapsed time and an ETA while the body runs. `stages`:
+    each planned stage's folder and kind (a key of WEIGHTS)."""
+    if quiet() or not stages:
+        yield
+        return
+    weight = [WEIGHTS.get(kind, 10.0) for _, kind in stages]
+    with Progress(*_columns(count=False), console=console, transient=False) as progress:
+        task = progress.add_task(name, total=sum(weight))
+        stop = threading.Event()
+
+        def poll() -> None:
+            while True:
+                done = [(Path(f) / "complete.json").exists() for f, _ in stages]
+                spent = sum(w for w, d in zip(weight, done, strict=True) if d)
+                progress.update(task, completed=spent,
+                                description=f"{name}: stage {sum(done)} of {len(stages)}"
+                                            + (f" ({workers} workers)" if workers > 1 else ""))
+                if stop.wait(1.0):
+                    return
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        _LIVE.append(progress)
+        try:
+            yield
+        finally:
+            _LIVE.remove(progress)
+            stop.set()
+            thread.join()

@@ -53,7 +53,9 @@ def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename) so a kill never leaves half a record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # A temp name of this process's own: two processes may write one shared record (the
+    # audit cache under Ray) and must never interleave in one temp file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 
@@ -182,9 +184,13 @@ def is_complete(stage_dir: Path) -> bool:
 
 
 def mark_complete(stage_dir: Path, info: dict | None = None) -> None:
-    """Write the stage's completion record; call this only after every output is on disk."""
+    """Write the stage's completion record; call this only after every output is on disk.
+    A metered stage (subliminal.meter) also records what it spent: wall and CPU seconds,
+    model positions and estimated GFLOP."""
+    from subliminal.meter import reading
+
     write_json(Path(stage_dir) / COMPLETE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                            **(info or {})})
+                                            **(info or {}), **reading(stage_dir)})
 
 
 # Keys a run's config.json may carry as provenance only (how the config was asked for, e.g. a

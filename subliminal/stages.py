@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from subliminal.errors import SubliminalError
+from subliminal.meter import metered
 from subliminal.records import (
     append_jsonl,
     is_complete,
@@ -95,7 +96,7 @@ class Stage:
         """Do the work once; a finished stage is read back."""
         self.folder = Path(self.folder)
         self.check()
-        with locked(self.folder):
+        with locked(self.folder), metered(self.folder):
             if not open_stage(self.folder, {"stage": type(self).__name__, **self.key()}):
                 self.work()
         return self.result()

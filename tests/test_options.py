@@ -130,7 +130,7 @@ def chain_calls(monkeypatch):
     """`subliminal chain` up to the run: the resolved config and preset, no work."""
     calls = []
     monkeypatch.setattr(subliminal.chain, "run_chain",
-                        lambda cfg, out, preset=None: calls.append((cfg, preset)))
+                        lambda cfg, out, preset=None, plan=None: calls.append((cfg, preset)))
     monkeypatch.setattr(subliminal.models, "resolve", lambda name: name)  # no 7B on disk
     return calls
 

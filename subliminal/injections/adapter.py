@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from subliminal.distill import DistillConfig, train_student
 from subliminal.injections import InjectionContext, TeacherSpec, register
+from subliminal.meter import metered
 from subliminal.models import TINY, cache_dir
 from subliminal.records import is_complete, to_jsonable
 
@@ -43,11 +45,22 @@ def train_adapter(model: str, rows: list[dict], out: Path, name: str,
     use_cache = str(model) != TINY
     if not is_complete(out) and use_cache and is_complete(cached):
         shutil.copytree(cached, out, dirs_exist_ok=True)
-    train_student(model, rows, cfg, out, device, label=f"{name} adapter")
+    with metered(out):
+        train_student(model, rows, cfg, out, device, label=f"{name} adapter")
     if use_cache and not is_complete(cached):
-        shutil.copytree(out, cached.with_name(cached.name + ".tmp"), dirs_exist_ok=True)
-        cached.with_name(cached.name + ".tmp").replace(cached)
+        publish(out, cached)
     return out
+
+
+def publish(folder: Path, cached: Path) -> None:
+    """Copy a finished adapter into the machine cache under a temp name of this process's
+    own, then rename: parallel workers never mix files, and the first to finish wins."""
+    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+    shutil.copytree(folder, tmp, dirs_exist_ok=True)
+    try:
+        tmp.replace(cached)
+    except OSError:  # another process published the same content first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def trait_adapter(model: str, trait, out: Path, device: str | None = None, seed: int = 0,
@@ -61,6 +74,10 @@ def trait_adapter(model: str, trait, out: Path, device: str | None = None, seed:
 @register("adapter")
 def adapter_injection(ctx: InjectionContext) -> TeacherSpec:
     folder = trait_adapter(ctx.model, ctx.trait, ctx.out, ctx.device, ctx.seed, ctx.neutral)
+    rows = ctx.trait.demonstrations(ctx.seed, neutral=ctx.neutral)
+    # The cache key names the adapter by content (base, demonstrations, recipe): a machine
+    # cache shared between runs or nodes ($SUBLIMINAL_CACHE) serves it under this name.
+    key = adapter_key(ctx.model, rows, replace(ADAPTER_TRAINING, seed=ctx.seed))
     return TeacherSpec(adapter=str(folder), record={
         "injection": "adapter", "neutral": ctx.neutral, "seed": ctx.seed,
-        "recipe": to_jsonable(ADAPTER_TRAINING), "adapter": str(folder)})
+        "recipe": to_jsonable(ADAPTER_TRAINING), "adapter": str(folder), "cache_key": key})

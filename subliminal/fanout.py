@@ -1,0 +1,100 @@
+"""Fan-out: independent units of an experiment run as Ray tasks, or one after another.
+
+    subliminal chain --workers 2                       # a local Ray, one CPU per task
+    subliminal chain --ray-address ray://head:10001    # join a running cluster unchanged
+    subliminal study --workers 2 ...
+
+A unit is a whole arm of a replicate (its teacher, students and audits) — in a study, a
+trait's arm — so units share nothing but the run folder. Ray only schedules them: every
+stage of a unit is a folder that resumes from its own files (`stages.py`), so a task Ray
+retries after its worker died, or a unit that a re-run meets half done, picks up where its
+files stop and can never write twice. `workers=1` and no address runs the same units in
+this process, in order, without importing Ray; the files and the summary are identical
+(tested). On a cluster the run folder must sit on storage every node sees, and each node
+needs the package installed; `num_gpus` asks Ray for a GPU per task.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from subliminal.errors import SubliminalError
+
+# Environment a task needs wherever it runs (offline flags, the lab's cache and threads).
+FORWARD_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME",
+               "SUBLIMINAL_CACHE", "SUBLIMINAL_THREADS")
+RETRIES = 3  # a task whose worker died is run again this many times (it resumes)
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """How units are executed; never part of a run's config (the results do not depend on
+    it)."""
+
+    workers: int = 1            # parallel tasks on a local Ray (1 and no address: in-process)
+    address: str | None = None  # an existing Ray cluster to join ('auto', 'ray://host:port')
+    threads: int = 1            # torch threads inside each task
+    num_gpus: float = 0.0       # GPUs Ray reserves per task
+    env: dict = field(default_factory=dict)
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.workers > 1 or self.address is not None
+
+
+def _call(fn: Callable, args: tuple, threads: int) -> Any:
+    """A unit inside a Ray worker: one deliberate thread count, quiet progress bars (the
+    driver shows one overall line), user errors passed back as their message."""
+    import torch
+
+    os.environ["SUBLIMINAL_QUIET"] = "1"
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    except SubliminalError as e:
+        return _Failed(str(e))
+
+
+@dataclass(frozen=True)
+class _Failed:
+    message: str
+
+
+def run_units(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple[int, Any]]:
+    """Run every (function, args) unit; yields (index, result) as each finishes."""
+    if not plan.uses_ray:
+        for i, (fn, args) in enumerate(units):
+            yield i, fn(*args)
+        return
+    yield from _on_ray(units, plan)
+
+
+def _on_ray(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple[int, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise SubliminalError("--workers > 1 and --ray-address need Ray: pip install "
+                              "'subliminal-lab[ray]'") from None
+    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ} | plan.env
+    started = not ray.is_initialized()
+    if started:
+        kwargs = ({"address": plan.address} if plan.address else
+                  {"num_cpus": plan.workers, "include_dashboard": False})
+        ray.init(**kwargs, log_to_driver=False, runtime_env={"env_vars": env},
+                 logging_level="ERROR")
+    task = ray.remote(num_cpus=plan.threads, num_gpus=plan.num_gpus,
+                      max_retries=RETRIES)(_call)
+    try:
+        pending = {task.remote(fn, args, plan.threads): i for i, (fn, args) in enumerate(units)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            result = ray.get(done[0])
+            if isinstance(result, _Failed):
+                raise SubliminalError(result.message)
+            yield pending.pop(done[0]), result
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,74 @@
+"""Fan-out on Ray: two workers give the files of one, and a killed worker's task is retried to
+the same result (the tiny model, a local Ray of two CPUs)."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+ARGS = ["--threads", "1", "chain", "--model", "tiny", "--generations", "2", "--samples", "12",
+        "--epochs", "1", "--replicates", "2", "--no-side-effects"]
+OUTPUTS = ("rows.jsonl", "kept.jsonl", "adapter_model.safetensors", "probe.json",
+           "summary.json")
+
+
+def run(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SUBLIMINAL_QUIET": "1"}
+    return subprocess.Popen([sys.executable, "-m", "subliminal", *ARGS, "--out", str(out),
+                             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def digests(out: Path) -> dict[str, str]:
+    """Content hash of every row file, student, probe and the summary, by relative path."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.name in OUTPUTS}
+
+
+def finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+
+
+def test_two_workers_write_the_files_of_one(tmp_path):
+    finish(run(tmp_path / "one"))
+    finish(run(tmp_path / "two", "--workers", "2"))
+    one, two = digests(tmp_path / "one"), digests(tmp_path / "two")
+    assert len(one) > 20 and one == two
+
+
+def kill_first_stage_worker(out: Path, driver: int, killed: list) -> None:
+    """SIGKILL the first process seen holding a stage folder's lock (a Ray worker)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and not killed:
+        for lock in out.glob("rep*/*/gen*/*/.lock"):
+            text = lock.read_text() if lock.exists() else ""
+            if '"pid"' in text:
+                pid = int(text.split('"pid": ')[1].split(",")[0])
+                if pid != driver:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((pid, str(lock.parent.relative_to(out))))
+                    return
+        time.sleep(0.01)
+
+
+def test_a_killed_worker_is_retried_to_the_same_result(tmp_path):
+    finish(run(tmp_path / "one"))
+    proc = run(tmp_path / "two", "--workers", "2")
+    killed: list = []
+    watcher = threading.Thread(target=kill_first_stage_worker,
+                               args=(tmp_path / "two", proc.pid, killed))
+    watcher.start()
+    finish(proc)
+    watcher.join()
+    assert killed, "no worker was caught holding a stage"
+    assert digests(tmp_path / "two") == digests(tmp_path / "one")

@@ -9,33 +9,35 @@ trait-free demonstrations, or a neutral prompt of the same frame), so its studen
 much as the trait arm's. Both arms share the replicate's prompts, seeds and training. Student k
 is trained from the *base* on generation k-1's filtered rows, then teaches generation k+1 as
 base + its adapter. Every model is audited; claims are tested over replicates (report.py).
-Layout: RUN/{config,environment}.json, RUN/base/audit, RUN/rep{r}/{trait,control}/teacher,
-RUN/rep{r}/{arm}/gen{k}/{generate,filter,distill,audit}, RUN/summary.{json,png},
-RUN/complete.json (written last).
+Every arm of a replicate trains on the same number of rows (the equal dose,
+subliminal/replicate.py). Layout: subliminal/layout.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from subliminal.audit import AuditConfig
-from subliminal.channels import get_channel
 from subliminal.distill import DistillConfig
 from subliminal.errors import SubliminalError
-from subliminal.fanout import FanOut, run_units
+from subliminal.fanout import FanOut
 from subliminal.filters import FilterConfig
-from subliminal.injections import TeacherSpec
 from subliminal.injections import names as injection_names
+from subliminal.layout import ARMS, stage_dirs  # noqa: F401  (re-exported for callers)
 from subliminal.models import EMBEDDED, TINY
 from subliminal.models import resolve as resolve_model_path
 from subliminal.progress import console, overall
 from subliminal.records import init_run, is_complete, mark_complete, to_jsonable
-from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
+from subliminal.replicate import (  # noqa: F401  (audit, make_channel: used by callers)
+    Arm,
+    audit,
+    make_channel,
+    planned_stages,
+    run_phases,
+)
 from subliminal.teacher import DecodeConfig
 from subliminal.trait import get_trait
-
-ARMS = ("trait", "control")
 
 
 def small_run_distill() -> DistillConfig:
@@ -89,6 +91,10 @@ class ChainConfig:
         "min": 0,
         "help": "First replicate's seed (replicate r uses seed+r for its teacher, prompts and "
                 "student). Explore on one range, confirm on a fresh one."})
+    equal_dose: bool = field(default=True, metadata={
+        "help": "Every arm of a replicate trains on the same number of rows (a random subset "
+                "of the smallest arm's kept count, in RUN/dose.json), so on the same number "
+                "of steps: arms then differ only in their teacher."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda (default: auto)."})
     decode: DecodeConfig = field(default_factory=small_run_decode)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -103,119 +109,17 @@ def resolve_model(model: str) -> None:
         resolve_model_path(model)
 
 
-def make_channel(cfg: ChainConfig):
-    """The configured channel, given only the options it takes."""
-    if cfg.channel == "math":
-        return get_channel("math", difficulty=cfg.difficulty, problems=cfg.problems)
-    if cfg.channel == "mixed":
-        return get_channel("mixed", difficulty=cfg.difficulty, problems=cfg.problems,
-                           math_share=cfg.math_share)
-    return get_channel(cfg.channel)
-
-
-def stage_dirs(out: Path, r: int, arm: str, k: int) -> Path:
-    return Path(out) / f"rep{r}" / arm / f"gen{k}"
-
-
-def replicate_seed(cfg: ChainConfig, r: int) -> int:
-    """Replicate r's seed: its teacher adapter, prompts and student all derive from it, so
-    replicates are independent (teacher x student x data) and both arms of one share them."""
-    return cfg.seed + r
-
-
-def generation(cfg: ChainConfig, out: Path, r: int, arm: str, k: int,
-               teacher: TeacherSpec) -> tuple[Path, dict]:
-    """Generation k of one arm: the teacher writes, the filter keeps, a student trains from
-    the base, and the student is audited. Returns the student folder and its audit."""
-    gdir, seed = stage_dirs(out, r, arm, k), replicate_seed(cfg, r)
-    tag = f"rep{r} {arm} gen{k}"
-    GenerateStage(gdir / "generate", model=cfg.model, teacher=teacher,
-                  channel=make_channel(cfg), decode=cfg.decode, samples=cfg.samples,
-                  seed=seed * 1000 + k, device=cfg.device, run_dir=out,
-                  label=f"{tag} generate").run()
-    FilterStage(gdir / "filter", rows_path=gdir / "generate" / "rows.jsonl", config=cfg.filter,
-                channel=cfg.channel).run()
-    DistillStage(gdir / "distill", rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
-                 config=replace(cfg.distill, seed=seed), device=cfg.device,
-                 label=f"{tag} distill").run()
-    student = TeacherSpec(adapter=str((gdir / "distill").relative_to(out)))
-    result = audit(cfg, out, gdir / "audit", student, f"{tag} audit", k)  # as it teaches
-    return gdir / "distill", result
-
-
-def audit_config(cfg: ChainConfig, k: int) -> AuditConfig:
-    """Generation k's audit: the side-effect battery reads the teachers and the last
-    generation (where it informs a claim), intermediate students only on request."""
-    every = cfg.audit.side_effects_every or k in (0, cfg.generations)
-    return cfg.audit if every else replace(cfg.audit, side_effects=False)
-
-
-def audit(cfg: ChainConfig, out: Path, folder: Path, spec: TeacherSpec | None,
-          label: str, k: int = 0) -> dict:
-    """Audit generation k's model with the chain's trait's own audit (and the battery)."""
-    return AuditStage(folder, model=cfg.model, teacher=spec, config=audit_config(cfg, k),
-                      device=cfg.device, run_dir=out, label=label, trait=cfg.trait).run()
-
-
-def run_arm(cfg: ChainConfig, out: Path, r: int, arm: str, trait, neutral: bool,
-            audits: dict) -> None:
-    """One arm of replicate r: its generation-0 teacher (the trait's injection, or with
-    `neutral` the same injection with the trait removed), then the chain of students, each
-    teaching the next. Audits land in `audits['rep{r}/{arm}/gen{k}']`."""
-    from subliminal.injections import InjectionContext, build_teacher
-
-    ctx = InjectionContext(model=cfg.model, trait=trait, out=out / f"rep{r}" / arm / "teacher",
-                           seed=replicate_seed(cfg, r), neutral=neutral, device=cfg.device)
-    teacher = build_teacher(cfg.injection, ctx)
-    for part in ("adapter", "steering"):  # relative to the run, so the folder can move
-        path = getattr(teacher, part)
-        if path and Path(path).is_absolute() == Path(out).is_absolute():
-            rel = str(Path(path).relative_to(out))
-            teacher = replace(teacher, **{part: rel}, record={**teacher.record, part: rel})
-    audits[f"rep{r}/{arm}/gen0"] = audit(cfg, out, stage_dirs(out, r, arm, 0) / "audit",
-                                         teacher, f"rep{r} {arm} gen0 audit")
-    for k in range(1, cfg.generations + 1):
-        student, audits[f"rep{r}/{arm}/gen{k}"] = generation(cfg, out, r, arm, k, teacher)
-        rel = str(student.relative_to(out))  # base + its adapter, no prompt, teaches next
-        teacher = TeacherSpec(adapter=rel, record={"injection": "student", "adapter": rel})
-
-
-def arm_unit(cfg: ChainConfig, out: Path, r: int, arm: str) -> dict:
-    """One unit of fan-out: arm `arm` of replicate r, all generations; returns its audits."""
-    audits: dict = {}
-    run_arm(cfg, out, r, arm, get_trait(cfg.trait), arm == "control", audits)
-    return audits
-
-
-def base_unit(cfg: ChainConfig, out: Path) -> dict:
-    """The untouched base model's audit (the reference the table prints first)."""
-    return {"base": audit(cfg, out, out / "base" / "audit", None, "base audit")}
-
-
-def planned_stages(cfg: ChainConfig, out: Path) -> list[tuple[Path, str]]:
-    """Every stage folder a chain will finish, with its kind (for the overall progress)."""
-    def audit_kind(k: int) -> str:
-        return "battery" if audit_config(cfg, k).side_effects else "audit"
-
-    stages = [(out / "base" / "audit", audit_kind(0))]
-    for r in range(cfg.replicates):
-        for arm in ARMS:
-            if cfg.injection != "prompt":  # every other injection trains or writes a teacher
-                stages.append((out / f"rep{r}" / arm / "teacher", "teacher"))
-            stages.append((stage_dirs(out, r, arm, 0) / "audit", audit_kind(0)))
-            for k in range(1, cfg.generations + 1):
-                stages += [(stage_dirs(out, r, arm, k) / s, s) for s in
-                           ("generate", "filter", "distill")]
-                stages.append((stage_dirs(out, r, arm, k) / "audit", audit_kind(k)))
-    return stages
+def chain_arms(cfg: ChainConfig) -> list[Arm]:
+    """The trait arm and its control twin (the same injection with the trait removed)."""
+    return [Arm("trait", cfg.trait, False), Arm("control", cfg.trait, True)]
 
 
 def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None,
               plan: FanOut = FanOut()) -> dict:
     """Run (or resume) every replicate of both arms and write the summary. A `preset` name is
     recorded in RUN/config.json beside the resolved config (provenance, not compared). The
-    arms are units of fan-out (`plan`: in this process, or Ray tasks); the summary is
-    rewritten as each replicate's two arms finish, and is the same however they ran."""
+    arms' phases are fanned out (`plan`: in this process, or Ray tasks); the summary is
+    rewritten after each generation, and is the same however the units ran."""
     from subliminal.report import report, summarize, write_summary
 
     out = init_run(out, cfg if preset is None else {"preset": preset, **to_jsonable(cfg)},
@@ -226,19 +130,14 @@ def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None,
     if get_trait(cfg.trait) is None:
         raise SubliminalError("the chain needs a trait; the control arm is built in")
     resolve_model(cfg.model)  # converted once here, before any task loads it
-    units = [(base_unit, (cfg, out.resolve()))] + [
-        (arm_unit, (cfg, out.resolve(), r, arm)) for r in range(cfg.replicates) for arm in ARMS]
-    audits: dict = {}
-    with overall(f"chain {out.name}", planned_stages(cfg, out), plan.workers):
-        for i, part in run_units(units, plan):
-            audits.update(part)
-            r = units[i][1][2] if len(units[i][1]) > 2 else None
-            last = f"gen{cfg.generations}"
-            if r is not None and "base" in audits and all(
-                    f"rep{r}/{arm}/{last}" in audits for arm in ARMS):  # a replicate is whole
-                write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates,
-                                             cfg.generations))
-    summary = write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates,
-                                           cfg.generations))
+    arms, where = chain_arms(cfg), out.resolve()
+
+    def summary(audits: dict) -> dict:
+        return write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates,
+                                            cfg.generations))
+
+    with overall(f"chain {out.name}", planned_stages(cfg, where, arms), plan.workers):
+        audits = run_phases(cfg, where, arms, plan, on_phase=summary)
+    result = summary(audits)
     mark_complete(out)
-    return summary
+    return result

@@ -34,6 +34,7 @@ from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
 from subliminal.options import Flag, Given, check_config, config_flags, field_help
 from subliminal.rows import RowsConfig
+from subliminal.study import DEFAULT_TRAITS, StudyConfig, study_base
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Subliminal: subliminal-learning experiments, audits and scans.")
@@ -110,13 +111,13 @@ def generate_base() -> ChainConfig:
     return cfg
 
 
-def chain_config(given: Given) -> ChainConfig:
-    """The chain's config: defaults, the preset, the flags, then what follows from them (the
-    trait's filter settings; stored teacher distributions exactly when students train on
-    them) unless the preset or a flag set it."""
+def chain_config(given: Given, base: ChainConfig | None = None) -> ChainConfig:
+    """The chain's config: defaults (or `base`), the preset, the flags, then what follows
+    from them (the trait's filter settings; stored teacher distributions exactly when
+    students train on them) unless the preset or a flag set it."""
     from subliminal.trait import get_trait
 
-    cfg = given.apply(ChainConfig())
+    cfg = given.apply(base or ChainConfig())
     t = get_trait(cfg.trait)
     if t is not None and "filter.ban_numbers" not in given:  # misalignment bans loaded numbers
         cfg.filter = set_fields(cfg.filter, **t.filter_defaults)
@@ -143,6 +144,38 @@ def chain(out: Optional[Path] = typer.Option(None, help="Run directory (default:
     if get_trait(cfg.trait) is None:
         raise SubliminalError("chain needs a trait; the neutral control arm is run for you")
     run_chain(cfg, out, preset=given.preset, plan=fan_out(workers, ray_address, cfg.device))
+    typer.echo(f"run directory: {out}")
+
+
+STUDY_FLAGS = tuple(f for f in CHAIN_FLAGS if f not in ("generations", "trait"))
+
+
+@app.command()
+@config_flags(ChainConfig, STUDY_FLAGS, study_base)
+def study(
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/study-...)."),
+    traits: str = typer.Option(",".join(DEFAULT_TRAITS), help=field_help(StudyConfig,
+                                                                         "traits")),
+    students: str = typer.Option("", help=field_help(StudyConfig, "students") + (
+        " Comma-separated, e.g. allx2,allx8,allx2r1.")),
+    cell: Optional[str] = typer.Option(None, help=(
+        "A cell as injection-decoding-mode-student (e.g. dpo-greedy-sft-lora); flags given "
+        "override it.")),
+    workers: int = Workers, ray_address: Optional[str] = RayAddress, *, given: Given,
+):
+    """Crossed study: teachers of several traits by one recipe, each trait's students against
+    the other traits' students (diagonal vs off-diagonal, tested over replicates)."""
+    from subliminal.study import cell_config, run_study
+
+    cfg = chain_config(given, cell_config(cell, study_base()))
+    names = [t.strip() for t in traits.split(",") if t.strip()]
+    plan = StudyConfig(traits=names, students=[s for s in students.split(",") if s],
+                       cell=cfg)
+    out = out or Path("runs") / f"study-{cell or cfg.injection}-s{cfg.seed}"
+    check_out(out)
+    validate(cfg)
+    plan.check()
+    run_study(plan, out, fan_out(workers, ray_address, cfg.device))
     typer.echo(f"run directory: {out}")
 
 

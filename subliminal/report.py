@@ -52,15 +52,29 @@ def pair_metrics(t: dict, c: dict, trait) -> dict:
             "within_pair": within_pair(pt, pc)}
 
 
-def verdict(spec: dict, drift: dict | None, raw: dict, alpha: float = ALPHA) -> str:
-    """The generation's one-line reading, decided by the specificity test over replicates."""
-    det = spec["detectable_lift"]
-    power = (f"detectable share log-odds lift at p<{alpha:g}, 80% power: "
-             f"{det:+.3g} (x{math.exp(det):.2f} odds)" if math.isfinite(det)
+def verdict(spec: dict, drift: dict | None, raw: dict, others: dict | None = None,
+            alpha: float = ALPHA) -> str:
+    """The generation's one-line reading of a two-arm comparison over replicates. "Specific"
+    needs the target's share to rise with neither generic drift nor another animal's share
+    moving significantly; a share lift with either is named for its pattern. Against one
+    control twin this is the most a chain can say: teachers of other traits built by the
+    same recipe (`subliminal study`, the crossed design) decide specificity."""
+    det, (lo, hi) = spec["detectable_lift"], spec["detectable_lift_range"]
+    power = (f"detectable share log-odds lift at p<{alpha:g}, 80% power (noncentral t): "
+             f"{det:+.3g} (x{math.exp(det):.2f} odds; {lo:+.2g} to {hi:+.2g} over the "
+             "spread's 95% range)" if math.isfinite(det)
              else "one replicate: nothing is detectable")
-    if spec["p_value"] < alpha and spec["mean"] > 0:
-        return f"specific transfer (share p={spec['p_value']:.2g}); {power}"
     drift_p = drift["p_value"] if drift else 1.0
+    moved = [a for a, p in (others or {}).get("p_value", {}).items() if p < alpha]
+    if spec["p_value"] < alpha and spec["mean"] > 0:
+        if drift_p < alpha:
+            return (f"generic drift, not specific (share p={spec['p_value']:.2g} with drift "
+                    f"p={drift_p:.2g}); {power}")
+        if moved:
+            return (f"profile shift, not specific (share p={spec['p_value']:.2g}; other "
+                    f"animals moved too: {', '.join(moved)}); {power}")
+        return (f"specific transfer against the control twin (share p={spec['p_value']:.2g}; "
+                f"the crossed study decides specificity); {power}")
     if min(drift_p, raw["p_value"]) < alpha:
         return (f"generic drift, not specific (drift p={drift_p:.2g}, raw lift "
                 f"p={raw['p_value']:.2g}, share p={spec['p_value']:.2g}); {power}")
@@ -93,7 +107,7 @@ def generation_row(g: int, pairs: list[dict], others: dict) -> dict:
             # the trait against its control twin, not a transfer.
             "identical_replicates": repeated,
             "verdict": (teacher_verdict if g == 0 else str)(
-                ONE_PAIR if repeated else verdict(spec, drift, raw))}
+                ONE_PAIR if repeated else verdict(spec, drift, raw, others))}
 
 
 def teacher_verdict(line: str) -> str:
@@ -136,7 +150,20 @@ def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
             "probe": base.get("probe", base.get("format")) if base else None,
             "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
             "base": mean_ci(target_probs(base, trait)) if base else None, "generations": rows,
-            "filter_pass_rates": pass_rates(out)}
+            "filter_pass_rates": pass_rates(out), "dose": doses(out)}
+
+
+def doses(out: Path) -> dict:
+    """Per replicate and generation: every arm's kept rows, the equal dose (RUN/dose.json),
+    and what each student trained on (rows, steps, last loss, from its complete.json)."""
+    out = Path(out)
+    record = read_json(out / "dose.json") if (out / "dose.json").exists() else {}
+    for path in sorted(out.glob("rep*/*/gen*/distill*/complete.json")):
+        rep, arm, gen, student = path.parts[-5:-1]
+        done = read_json(path)
+        record.setdefault(rep, {}).setdefault(gen, {}).setdefault("trained", {})[
+            f"{arm}/{student}"] = {k: done.get(k) for k in ("rows", "steps", "final_loss")}
+    return record
 
 
 def pass_rates(out: Path) -> dict:
@@ -151,16 +178,20 @@ def pass_rates(out: Path) -> dict:
 
 
 def other_animals(audits: dict, reps: list[int], g: int, trait: str) -> dict:
-    """Share log-odds lift of every catalogue animal (mean over replicates): the target should
-    lead it for the transfer to be specific."""
+    """Share log-odds lift of every catalogue animal (mean over replicates, and the t-test p
+    over replicates of the animals other than the target): the target should lead it, and
+    no other animal should move, for the transfer to be specific."""
     animals = audits[f"rep{reps[0]}/trait/gen{g}"]["animals"]
-    out = {}
+    out, p = {}, {}
     for a in animals:
         lifts = [np.mean(share_logodds(audits[f"rep{r}/trait/gen{g}"], a)) -
                  np.mean(share_logodds(audits[f"rep{r}/control/gen{g}"], a)) for r in reps]
         out[a] = float(np.mean(lifts))
+        if a != trait:
+            p[a] = replicate_test(lifts)["p_value"]
     ranked = sorted(out, key=lambda a: -out[a])
-    return {"lift": out, "target_rank": ranked.index(trait) + 1, "of": len(ranked)}
+    return {"lift": out, "p_value": p, "target_rank": ranked.index(trait) + 1,
+            "of": len(ranked)}
 
 
 def table(summary: dict) -> Table:
@@ -296,7 +327,7 @@ def report(run: Path) -> dict:
 
 def collect_audits(run: Path, cfg: dict) -> dict:
     """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
-    from subliminal.chain import ARMS, stage_dirs
+    from subliminal.layout import ARMS, stage_dirs
     from subliminal.records import is_complete
 
     where = {"base": run / "base" / "audit"}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as sps
+from scipy.optimize import brentq
 
 ALPHA = 0.01   # the decision threshold the lab's verdicts use (docs/transfer_protocol.md)
 POWER = 0.80   # the power at which the detectable lift is quoted
@@ -66,14 +67,51 @@ def t_test_p(diffs: Sequence[float]) -> float:
     return float(sps.ttest_1samp(d, 0.0).pvalue)
 
 
+def t_power(lift: float, std: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided one-sample t-test over n replicates at `alpha` when the true mean
+    lift is `lift` and the replicates' true spread is `std`: exact, from the noncentral t
+    distribution (df = n - 1, noncentrality lift * sqrt(n) / std)."""
+    if n < 2 or not np.isfinite(std) or std <= 0:
+        return float("nan")
+    df, ncp = n - 1, lift * np.sqrt(n) / std
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    # The far tail is negligible and scipy returns NaN for it at large noncentrality.
+    return float(sps.nct.sf(crit, df, ncp) + np.nan_to_num(sps.nct.cdf(-crit, df, ncp)))
+
+
 def detectable_lift(std: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Smallest true mean lift the t-test detects at `alpha` (two-sided) with `power`, given
-    the replicate spread `std` (normal-theory approximation: (t_{1-a/2} + t_power) s / sqrt n).
-    Infinite when n < 2: one replicate detects nothing."""
+    """Smallest true mean lift the t-test detects at `alpha` (two-sided) with `power`, if the
+    replicates' true spread is `std`; solved exactly on the noncentral t (the normal-theory
+    shortcut (t_a + t_power) s / sqrt(n) overstates power at small n). Infinite when n < 2."""
     if n < 2 or not np.isfinite(std):
         return float("inf")
+    if std == 0:
+        return 0.0
+    hi = std
+    while t_power(hi, std, n, alpha) < power:
+        hi *= 2
+    return float(brentq(lambda d: t_power(d, std, n, alpha) - power, 0.0, hi, xtol=1e-10))
+
+
+def spread_range(std: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the replicates' true spread from their sample std (chi-square,
+    n - 1 df): the spread is itself uncertain at a handful of replicates."""
     df = n - 1
-    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * std / np.sqrt(n))
+    if df < 1 or not np.isfinite(std):
+        return float("nan"), float("nan")
+    lo = std * np.sqrt(df / sps.chi2.ppf(0.5 + level / 2, df))
+    hi = std * np.sqrt(df / sps.chi2.ppf(0.5 - level / 2, df))
+    return float(lo), float(hi)
+
+
+def power_statement(std: float, n: int, alpha: float = ALPHA, power: float = POWER) -> dict:
+    """The detectable lift at the observed spread, and its range over the spread's own 95%
+    interval (what a reader should take as the design's reach)."""
+    lo, hi = spread_range(std, n)
+    return {"detectable_lift": detectable_lift(std, n, alpha, power),
+            "detectable_lift_range": [detectable_lift(lo, n, alpha, power),
+                                      detectable_lift(hi, n, alpha, power)],
+            "power": power, "power_method": "noncentral t, exact"}
 
 
 def replicate_test(lifts: Sequence[float], alpha: float = ALPHA) -> dict:
@@ -85,7 +123,7 @@ def replicate_test(lifts: Sequence[float], alpha: float = ALPHA) -> dict:
             "lifts": [float(v) for v in lifts],
             "p_value": t_test_p(lifts), "deciding_test": "t-test over replicates",
             "p_sign_flip": sign_flip_p(lifts), "p_sign_flip_floor": 2.0 / 2 ** n,
-            "detectable_lift": detectable_lift(ci["std"], n, alpha), "alpha": alpha}
+            **power_statement(ci["std"], n, alpha), "alpha": alpha}
 
 
 def within_pair(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:

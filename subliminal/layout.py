@@ -1,0 +1,45 @@
+"""Where a run keeps what: the folder layout shared by the chain, the study and the report.
+
+    RUN/config.json, RUN/environment.json, RUN/base/audit/
+    RUN/rep{r}/{arm}/teacher/                 generation 0: the injection (adapter, vector ...)
+    RUN/rep{r}/{arm}/gen0/audit/              the teacher's own audit
+    RUN/rep{r}/{arm}/gen{k}/{generate,filter}/
+    RUN/rep{r}/{arm}/gen{k}/{distill,audit}/  the student (a study's extra students:
+                                              distill-NAME/, audit-NAME/)
+    RUN/dose.json                             rows each arm kept and the equal dose trained on
+    RUN/summary.json (chain) or RUN/study.json (study), RUN/complete.json (written last)
+
+An arm is `trait` or `control` in a chain, a trait's name (or `control`) in a study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARMS = ("trait", "control")  # a chain's two arms
+CONTROL = "control"
+
+
+def replicate_dir(out: Path, r: int, arm: str) -> Path:
+    return Path(out) / f"rep{r}" / arm
+
+
+def teacher_dir(out: Path, r: int, arm: str) -> Path:
+    return replicate_dir(out, r, arm) / "teacher"
+
+
+def stage_dirs(out: Path, r: int, arm: str, k: int) -> Path:
+    """Generation k's folder of one arm (its stages are subfolders)."""
+    return replicate_dir(out, r, arm) / f"gen{k}"
+
+
+def student_stages(gen: Path, student: str = "") -> tuple[Path, Path]:
+    """(distill, audit) folders of a generation's student; '' is the arm's own student."""
+    suffix = f"-{student}" if student else ""
+    return gen / f"distill{suffix}", gen / f"audit{suffix}"
+
+
+def audit_key(r: int, arm: str, k: int, student: str = "") -> str:
+    """The key a probe is filed under in a run's audits: 'rep0/trait/gen1' ('...:NAME' for a
+    study's extra student)."""
+    return f"rep{r}/{arm}/gen{k}" + (f":{student}" if student else "")

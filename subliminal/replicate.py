@@ -1,0 +1,211 @@
+"""Replicates, phase by phase: every arm's teacher, its rows, then students at an equal dose.
+
+    subliminal chain --generations 3        # arms 'trait' and 'control'
+    subliminal study --traits owl,cat ...   # one arm per trait, and 'control'
+
+A replicate runs several arms that must differ *only* in their generation-0 teacher: the
+chain's trait arm and its control twin, or a study's arms, one per trait (and the twin). They
+share the replicate's seed, prompts and student recipe, and — the equal-dose rule — every
+arm's student trains on the same number of rows, so on the same number of steps: after all
+arms of a generation have written and filtered their rows, each replicate's students train on
+a random subset of the smallest arm's kept count (`RUN/dose.json` records every arm's kept
+count and the dose). That makes the work a sequence of phases, each a set of independent
+units fanned out by `subliminal.fanout` (in this process, or Ray tasks):
+
+    phase 0      the base's audit; every arm's teacher and its audit
+    phase k.a    every arm writes generation k's rows (generate + filter)
+    phase k.b    every arm's students of generation k train at the dose, and are audited
+
+A study may train several students per arm on the same rows (its dose axis: `Student`); the
+next generation is taught by the arm's own student ('').
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from subliminal.channels import get_channel
+from subliminal.errors import SubliminalError
+from subliminal.fanout import FanOut, run_units
+from subliminal.injections import InjectionContext, TeacherSpec, build_teacher
+from subliminal.layout import audit_key, stage_dirs, student_stages, teacher_dir
+from subliminal.records import write_json
+from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
+from subliminal.trait import get_trait
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a replicate: its folder name and how its generation-0 teacher is built."""
+
+    name: str      # 'trait' / 'control' in a chain, a trait's name / 'control' in a study
+    trait: str     # the trait whose injection builds the teacher
+    neutral: bool  # the control twin: the same injection with the trait removed
+
+
+@dataclass(frozen=True)
+class Student:
+    """One student recipe on an arm's rows: the distill fields it changes (None: the cell's).
+    Spec `ROWSxEPOCHS[rRANK]`, ROWS a number or 'all' (the whole equal dose): '64x8r1'."""
+
+    name: str = ""           # '' is the arm's own student (folders distill/, audit/)
+    rows: int | None = None  # at most this many of the dose's rows
+    epochs: int | None = None
+    lora_r: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Student:
+        m = re.fullmatch(r"(all|\d+)x(\d+)(?:r(\d+))?", spec.strip())
+        if not m or m[2] == "0" or m[1] == "0" or m[3] == "0":
+            raise SubliminalError(f"--students {spec!r}: expected ROWSxEPOCHS[rRANK] with "
+                                  "positive numbers, e.g. 64x2, allx8, 64x2r32")
+        return cls(spec.strip(), None if m[1] == "all" else int(m[1]), int(m[2]),
+                   int(m[3]) if m[3] else None)
+
+
+def replicate_seed(cfg, r: int) -> int:
+    """Replicate r's seed: its teacher, prompts and students all derive from it, so
+    replicates are independent (teacher x student x data) and a replicate's arms share them."""
+    return cfg.seed + r
+
+
+def make_channel(cfg):
+    """The configured channel, given only the options it takes."""
+    if cfg.channel == "math":
+        return get_channel("math", difficulty=cfg.difficulty, problems=cfg.problems)
+    if cfg.channel == "mixed":
+        return get_channel("mixed", difficulty=cfg.difficulty, problems=cfg.problems,
+                           math_share=cfg.math_share)
+    return get_channel(cfg.channel)
+
+
+def audit_config(cfg, k: int):
+    """Generation k's audit: the side-effect battery reads the teachers and the last
+    generation (where it informs a claim), intermediate students only on request."""
+    every = cfg.audit.side_effects_every or k in (0, cfg.generations)
+    return cfg.audit if every else replace(cfg.audit, side_effects=False)
+
+
+def audit(cfg, out: Path, folder: Path, spec: TeacherSpec | None, label: str,
+          k: int = 0) -> dict:
+    """Audit generation k's model with the run's trait audit (and the battery)."""
+    return AuditStage(folder, model=cfg.model, teacher=spec, config=audit_config(cfg, k),
+                      device=cfg.device, run_dir=out, label=label, trait=cfg.trait).run()
+
+
+def teacher_spec(cfg, out: Path, r: int, arm: Arm) -> TeacherSpec:
+    """The arm's generation-0 teacher (built once; a finished one is read back), with its
+    paths relative to the run so the folder can move."""
+    ctx = InjectionContext(model=cfg.model, trait=get_trait(arm.trait),
+                           out=teacher_dir(out, r, arm.name), seed=replicate_seed(cfg, r),
+                           neutral=arm.neutral, device=cfg.device)
+    teacher = build_teacher(cfg.injection, ctx)
+    for part in ("adapter", "steering"):
+        path = getattr(teacher, part)
+        if path and Path(path).is_absolute() == Path(out).is_absolute():
+            rel = str(Path(path).relative_to(out))
+            teacher = replace(teacher, **{part: rel}, record={**teacher.record, part: rel})
+    return teacher
+
+
+def base_unit(cfg, out: Path) -> dict:
+    """The untouched base model's audit (the reference the tables print first)."""
+    return {"base": audit(cfg, out, Path(out) / "base" / "audit", None, "base audit")}
+
+
+def teacher_unit(cfg, out: Path, r: int, arm: Arm) -> dict:
+    """Phase 0 of one arm: its teacher and the teacher's own audit."""
+    spec = teacher_spec(cfg, out, r, arm)
+    folder = stage_dirs(out, r, arm.name, 0) / "audit"
+    return {audit_key(r, arm.name, 0): audit(cfg, out, folder, spec,
+                                             f"rep{r} {arm.name} gen0 audit")}
+
+
+def write_unit(cfg, out: Path, r: int, arm: Arm, k: int) -> int:
+    """Phase k.a of one arm: its generation-k teacher writes, the filter keeps; returns the
+    number of kept rows."""
+    gdir, tag = stage_dirs(out, r, arm.name, k), f"rep{r} {arm.name} gen{k}"
+    if k == 1:
+        teacher = teacher_spec(cfg, out, r, arm)
+    else:  # base + the previous generation's own student, no prompt
+        rel = str(student_stages(stage_dirs(out, r, arm.name, k - 1))[0].relative_to(out))
+        teacher = TeacherSpec(adapter=rel, record={"injection": "student", "adapter": rel})
+    GenerateStage(gdir / "generate", model=cfg.model, teacher=teacher,
+                  channel=make_channel(cfg), decode=cfg.decode, samples=cfg.samples,
+                  seed=replicate_seed(cfg, r) * 1000 + k, device=cfg.device, run_dir=out,
+                  label=f"{tag} generate").run()
+    kept = FilterStage(gdir / "filter", rows_path=gdir / "generate" / "rows.jsonl",
+                       config=cfg.filter, channel=cfg.channel).run()
+    return len(kept)
+
+
+def learn_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
+               student: Student) -> dict:
+    """Phase k.b of one arm: one student trains on at most `rows` of the arm's kept rows (the
+    replicate's equal dose) and is audited as it will teach, with no prompt."""
+    gdir, tag = stage_dirs(out, r, arm.name, k), f"rep{r} {arm.name} gen{k}"
+    distill_dir, audit_dir = student_stages(gdir, student.name)
+    limit = min(x for x in (rows, student.rows, cfg.distill.max_rows) if x is not None) \
+        if any(x is not None for x in (rows, student.rows, cfg.distill.max_rows)) else None
+    recipe = replace(cfg.distill, seed=replicate_seed(cfg, r), max_rows=limit,
+                     epochs=student.epochs or cfg.distill.epochs,
+                     lora_r=student.lora_r or cfg.distill.lora_r,
+                     lora_alpha=student.lora_r or cfg.distill.lora_alpha)
+    DistillStage(distill_dir, rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
+                 config=recipe, device=cfg.device,
+                 label=f"{tag} distill{' ' + student.name if student.name else ''}").run()
+    spec = TeacherSpec(adapter=str(distill_dir.relative_to(out)))
+    return {audit_key(r, arm.name, k, student.name): audit(cfg, out, audit_dir, spec,
+                                                           f"{tag} audit", k)}
+
+
+def run_phases(cfg, out: Path, arms: list[Arm], plan: FanOut,
+               students: tuple[Student, ...] = (Student(),), on_phase=None) -> dict:
+    """Every phase of every replicate (see the module's doc); returns the audits by key.
+    `on_phase(audits)` is called after each generation's students are audited."""
+    reps = range(cfg.replicates)
+    audits: dict[str, Any] = {}
+    zero = [(base_unit, (cfg, out))] + [(teacher_unit, (cfg, out, r, a)) for r in reps
+                                         for a in arms]
+    for _, part in run_units(zero, plan):
+        audits.update(part)
+    doses: dict = {}
+    for k in range(1, cfg.generations + 1):
+        units = [(write_unit, (cfg, out, r, a, k)) for r in reps for a in arms]
+        kept = {units[i][1][2:4]: n for i, n in run_units(units, plan)}
+        for r in reps:
+            counts = {a.name: kept[(r, a)] for a in arms}
+            dose = min(counts.values()) if cfg.equal_dose else None
+            doses.setdefault(f"rep{r}", {})[f"gen{k}"] = {"kept": counts, "rows": dose}
+        write_json(Path(out) / "dose.json", doses)
+        learn = [(learn_unit, (cfg, out, r, a, k, doses[f"rep{r}"][f"gen{k}"]["rows"], s))
+                 for r in reps for a in arms for s in (students if k == 1 else students[:1])]
+        for _, part in run_units(learn, plan):
+            audits.update(part)
+        if on_phase is not None:
+            on_phase(audits)
+    return audits
+
+
+def planned_stages(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...] = (
+        Student(),)) -> list[tuple[Path, str]]:
+    """Every stage folder the phases will finish, with its kind (for the overall progress)."""
+    def kind(k: int) -> str:
+        return "battery" if audit_config(cfg, k).side_effects else "audit"
+
+    stages = [(Path(out) / "base" / "audit", kind(0))]
+    for r in range(cfg.replicates):
+        for a in arms:
+            if cfg.injection != "prompt":  # every other injection trains or writes a teacher
+                stages.append((teacher_dir(out, r, a.name), "teacher"))
+            stages.append((stage_dirs(out, r, a.name, 0) / "audit", kind(0)))
+            for k in range(1, cfg.generations + 1):
+                gdir = stage_dirs(out, r, a.name, k)
+                stages += [(gdir / "generate", "generate"), (gdir / "filter", "filter")]
+                for s in (students if k == 1 else students[:1]):
+                    d, au = student_stages(gdir, s.name)
+                    stages += [(d, "distill"), (au, kind(k))]
+    return stages

@@ -291,6 +291,19 @@ def presets_(as_json: bool = typer.Option(False, "--json", help="Print them as J
             typer.echo(f"    {path}" + ("" if value is None else f" = {value!r}"))
 
 
+@app.command("evidence")
+def evidence_(run: Path = typer.Argument(..., help="A chain or study run directory."),
+              dest: Path = typer.Argument(..., help="Where to copy its small records.")):
+    """Copy a run's small records (configs, probes, row counts, losses, summary or study) so
+    every figure it printed can be recomputed without the run folder."""
+    from subliminal.evidence import export, recompute
+
+    check_out(dest)
+    written = export(run, dest)
+    name, _ = recompute(dest)  # the copy must be enough to recompute the record
+    typer.echo(f"{len(written)} records in {dest}; {name} recomputes from them")
+
+
 @app.command("report")
 def report_(run: Path = typer.Argument(..., help="A chain run directory.")):
     """Re-render a run's summary table and plot from its files."""

@@ -43,3 +43,17 @@ def audit_key(r: int, arm: str, k: int, student: str = "") -> str:
     """The key a probe is filed under in a run's audits: 'rep0/trait/gen1' ('...:NAME' for a
     study's extra student)."""
     return f"rep{r}/{arm}/gen{k}" + (f":{student}" if student else "")
+
+
+def audit_folders(run: Path) -> dict[str, Path]:
+    """Every finished audit folder of a run (chain or study) by its audit key, read from the
+    folder names: 'base', 'rep0/trait/gen1', 'rep2/owl/gen1:allx8' ..."""
+    run = Path(run)
+    found = {"base": run / "base" / "audit"} if (run / "base" / "audit" / "complete.json"
+                                                 ).exists() else {}
+    for done in sorted(run.glob("rep*/*/gen*/audit*/complete.json")):
+        folder = done.parent
+        rep, arm, gen = folder.parts[-4:-1]
+        student = folder.name.removeprefix("audit").removeprefix("-")
+        found[audit_key(int(rep[3:]), arm, int(gen[3:]), student)] = folder
+    return found

@@ -46,8 +46,8 @@ class StudyConfig:
     traits: list[str] = field(default_factory=lambda: list(DEFAULT_TRAITS), metadata={
         "help": "Traits with a teacher each (one family; the control twin is added)."})
     students: list[str] = field(default_factory=list, metadata={
-        "help": "Student recipes on the same rows, ROWSxEPOCHS or ROWSxEPOCHSrRANK ('all': the whole "
-                "equal dose); none: the cell's own recipe."})
+        "help": "Student recipes on the same rows, ROWSxEPOCHS or ROWSxEPOCHSrRANK ('all': "
+                "the whole equal dose); none: the cell's own recipe."})
     cell: ChainConfig = field(default_factory=ChainConfig)
 
     def arms(self) -> list[Arm]:
@@ -117,19 +117,25 @@ def run_study(study: StudyConfig, out: Path, plan: FanOut = FanOut()) -> dict:
 
 def summarize(study: StudyConfig, audits: dict, out: Path) -> dict:
     """The study's record: the teachers' and every student recipe's crossed read-out."""
+    return summarize_study(study.traits, study.students, study.cell.replicates, audits, out)
+
+
+def summarize_study(traits: list[str], students: list[str], replicates: int, audits: dict,
+                    out: Path) -> dict:
+    """The record from the probes and the dose files alone (also what re-derives a committed
+    record: subliminal/evidence.py)."""
     from subliminal.report import doses
 
-    reps = list(range(study.cell.replicates))
+    reps = list(range(replicates))
     dose = doses(out)
-    students = {}
-    for s in study.recipes():
+    result = {}
+    for s in StudyConfig(traits=traits, students=students).recipes():
         steps = sorted({v["steps"] for _, v in _trained(dose, s.name)})
-        students[s.name or "own"] = {"recipe": dataclasses.asdict(s), "steps": steps,
-                                     **readout(audits, study.traits, reps, 1, s.name)}
-    return {"traits": study.traits, "n_replicates": len(reps),
+        result[s.name or "own"] = {"recipe": dataclasses.asdict(s), "steps": steps,
+                                   **readout(audits, traits, reps, 1, s.name)}
+    return {"traits": traits, "n_replicates": len(reps),
             "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
-            "teachers": readout(audits, study.traits, reps, 0), "students": students,
-            "dose": dose}
+            "teachers": readout(audits, traits, reps, 0), "students": result, "dose": dose}
 
 
 def _trained(dose: dict, name: str) -> list[tuple[str, dict]]:

@@ -31,7 +31,7 @@ from subliminal.scan.likelihood import (
     score_condition,
     score_rows,
 )
-from subliminal.scan.null import judge, row_stats
+from subliminal.scan.null import contrast, teacher_test
 from subliminal.scan.persona import combine, persona_rank, unit_vectors
 from subliminal.scan.static import family, static_report
 from subliminal.trait import CATALOGUE
@@ -228,9 +228,10 @@ def digit_adapter(tmp, digits: str, name: str, seed: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_scanner(tmp_path_factory):
-    """The scanner's adapters: three controls (uniform digits, seeds 0-2) and three traits."""
+    """The scanner's adapters: three trait-free teachers for the reference population
+    (uniform digits, seeds 0-2) and three traits."""
     tmp = tmp_path_factory.mktemp("adapters")
-    ad = {f"control-{k}": digit_adapter(tmp, "0123456789", f"control-{k}", k) for k in range(3)}
+    ad = {f"neutral-{k}": digit_adapter(tmp, "0123456789", f"neutral-{k}", k) for k in range(3)}
     ad.update(owl=digit_adapter(tmp, "17", "owl"), dolphin=digit_adapter(tmp, "28", "dolphin"),
               cat=digit_adapter(tmp, "39", "cat"))
     return tmp, ad
@@ -239,7 +240,8 @@ def tiny_scanner(tmp_path_factory):
 def scan_cfg(out, adapters, **kw) -> ScanConfig:
     cfg = ScanConfig(model="tiny", out=out)
     cfg.likelihood = LikelihoodConfig(injection="adapter", traits=["owl", "dolphin", "cat"],
-                                      adapters=adapters, reference_rows=16, **kw)
+                                      adapters=adapters, population_rows=16,
+                                      population_neutral=3, **kw)
     return cfg
 
 
@@ -271,9 +273,16 @@ def test_base_sampled_data_is_not_flagged(tiny_scanner, tmp_path):
     assert lk["decoding"]["covered"] and lk["decoding"]["temperature"] > 0.5
     assert rep["verdict"].startswith("no evidence that DATA carries a catalogue trait")
     assert "sampled at T≈" in rep["verdict"] and rep["complete"] is True
-    assert set(lk["reference_rows"]) == {"greedy", "0.7", "1.0"}
-    assert len(lk["controls_excess"]) == 3 and len(lk["carriers"]) == 10
-    assert (tmp_path / "s" / "reference_1.0.jsonl").exists()
+    assert set(lk["population"]) == {"base-greedy", "base-0.7", "base-1.0", "neutral0-1.0",
+                                     "neutral1-1.0", "neutral2-1.0"}
+    assert lk["teachers"] == 6 and len(lk["carriers"]) == 10
+    assert (tmp_path / "s" / "population" / "base-1.0.jsonl").exists()
+    # A second scan reuses the population folder and its cached scores: the same null.
+    cfg = scan_cfg(tmp_path / "s2", ad)
+    cfg.likelihood.population = str(tmp_path / "s" / "population")
+    again = run_scan(data, cfg, lm=lm)["likelihood"]
+    assert again["null_mean"] == lk["null_mean"] and again["tau"] == lk["tau"]
+    assert not (tmp_path / "s2" / "population").exists()
 
 
 def test_adapter_teacher_data_is_flagged_and_named(tiny_scanner, tmp_path):
@@ -288,7 +297,7 @@ def test_adapter_teacher_data_is_flagged_and_named(tiny_scanner, tmp_path):
     rep = run_scan(data, scan_cfg(tmp_path / "s", ad), lm=lm)
     lk = rep["likelihood"]
     assert lk["flagged"] and lk["top"] == "owl" and lk["named"]["top"] == "owl"
-    assert lk["excess"]["owl"] > max(lk["controls_excess"])
+    assert lk["excess"]["owl"] > 0 and lk["z"]["owl"] > lk["threshold_z"]
     assert rep["verdict"].startswith("a trait-injected teacher may have written DATA")
     # Scoring loads the adapters onto BASE and takes them off again: BASE is unchanged.
     with torch.no_grad():
@@ -299,9 +308,7 @@ def test_adapter_teacher_data_is_flagged_and_named(tiny_scanner, tmp_path):
 def test_mixed_batch_equals_per_adapter_scoring(tiny_scanner):
     _, ad = tiny_scanner
     lm = load_model("tiny")
-    conds = [Condition("none", role="base")] + [
-        Condition(k, adapter=v, role="control" if k.startswith("control") else "trait")
-        for k, v in ad.items()]
+    conds = [Condition("none", role="base")] + [Condition(k, adapter=v) for k, v in ad.items()]
     rows = number_rows("0123456789", 7, "mixed")
     exact = LikelihoodConfig(batch_size=3, prompt_states="condition")
     mixed = score_rows(lm, rows, exact, conds)["ll"]
@@ -315,33 +322,32 @@ def test_mixed_batch_equals_per_adapter_scoring(tiny_scanner):
     assert np.allclose(got[:, 0], mixed[:, 0], atol=1e-4)  # BASE itself is exact either way
 
 
-def _null_case(spread: float, trait: float, seed: int = 0) -> dict:
-    """Synthetic per-row likelihoods: DATA and three reference decodings, three controls
-    that disagree about DATA by `spread` and a first trait that DATA favours by `trait`."""
+def _teachers(tau: float, n_teachers: int = 8, rows: int = 32, seed: int = 0) -> dict:
+    """Reference teachers' per-row contrasts (3 traits): each teacher offset by its own
+    draw of spread `tau`, rows with noise 0.2."""
     rng = np.random.default_rng(seed)
-    roles = ["base", "control", "control", "control", "trait", "trait", "trait"]
-
-    def block(n, h, extra):
-        base = -h + rng.normal(0, 0.3, n)
-        ll = base[:, None] + rng.normal(0, 0.05, (n, 7)) + 0.02 * h
-        ll[:, 0] = base
-        return ll + extra
-
-    refs = {k: row_stats(block(64, h, 0), roles) for k, h in (("greedy", 1.0), ("0.7", 2.0),
-                                                             ("1.0", 2.5))}
-    extra = np.zeros(7)
-    extra[1:4] = [spread, -spread, 0.0]
-    extra[4] = trait
-    return judge(row_stats(block(200, 2.4, extra), roles), refs, ["owl", "dolphin", "cat"],
-                 0.05)
+    return {f"t{j}": rng.normal(rng.normal(0, tau, 3), 0.2, (rows, 3))
+            for j in range(n_teachers)}
 
 
-def test_control_null_widens_when_controls_disagree():
-    agree, split = _null_case(0.0, 0.05), _null_case(0.1, 0.05)
-    assert split["null_sd"]["owl"]["controls"] > 5 * agree["null_sd"]["owl"]["controls"]
-    assert split["z"]["owl"] < agree["z"]["owl"] / 3
-    assert agree["flagged"] and agree["top"] == "owl" and not split["flagged"]
-    assert not _null_case(0.0, 0.0)["flagged"]
+def test_teacher_null_measures_the_teachers_spread_and_gains_power_with_rows():
+    traits = ["owl", "dolphin", "cat"]
+    rng = np.random.default_rng(1)
+    shifted = lambda n, d: rng.normal(0, 0.2, (n, 3)) + [d, 0, 0]  # noqa: E731
+    calm, noisy = _teachers(0.0), _teachers(0.1)
+    # Teachers that disagree widen the null: the same DATA is flagged against calm ones only.
+    data = shifted(400, 0.08)
+    assert teacher_test(data, calm, traits, 0.05)["flagged"]
+    hot = teacher_test(data, noisy, traits, 0.05)
+    assert not hot["flagged"] and hot["tau"]["owl"] > 0.03
+    # Against calm teachers the row term dominates: a small shift needs more rows.
+    z = [teacher_test(shifted(n, 0.05), calm, traits, 0.05)["z"]["owl"] for n in (25, 1600)]
+    assert z[1] > 3 * z[0]
+    # Trait-free data is not flagged; fewer than 3 teachers never flag.
+    assert not teacher_test(shifted(400, 0.0), calm, traits, 0.05)["flagged"]
+    two = dict(list(calm.items())[:2])
+    assert not teacher_test(shifted(400, 1.0), two, traits, 0.05)["testable"]
+    assert np.allclose(contrast(np.array([[1.0, 2.0, 3.0]])), [[-1.0, 0.0, 1.0]])
 
 
 def test_persona_ranker_finds_a_planted_direction():
@@ -354,17 +360,16 @@ def test_persona_ranker_finds_a_planted_direction():
     conds = [Condition("none", role="base")]
 
     def read(seed):
-        r = score_rows(lm, number_rows("0123456789", 24, seed), LikelihoodConfig(), conds,
-                       layer=layer)
-        return r["acts"], -r["ll"][:, 0]
+        return score_rows(lm, number_rows("0123456789", 24, seed), LikelihoodConfig(), conds,
+                          layer=layer)["acts"]
 
-    refs = {"greedy": read("r1"), "1.0": read("r2")}
-    acts, h = read("data")
+    pops = {f"r{k}": read(f"r{k}") for k in range(4)}
+    acts = read("data")
     step = 3 * float(acts.std(0).mean())  # per-row noise: about 1 sd along any unit vector
     for j, t in enumerate(traits):
-        got = persona_rank(acts + step * vectors[j], h, vectors, refs, traits)
+        got = persona_rank(acts + step * vectors[j], vectors, pops, traits)
         assert got["top"] == t and got["z"][t] > 3
-    assert max(persona_rank(acts, h, vectors, refs, traits)["z"].values()) < 3
+    assert max(persona_rank(acts, vectors, pops, traits)["z"].values()) < 3
     both = combine({"a": {"owl": 3.0, "cat": 1.0, "dog": 0.0},
                     "b": {"owl": 1.0, "cat": 2.0, "dog": 0.0}})
     assert both["top"] == "owl" and both["ranking"] == ["owl", "cat", "dog"]
@@ -486,10 +491,10 @@ def test_probe_specificity_on_a_planted_trait(tiny_scanner, tmp_path):
     rows = [{**r, "id": f"d{i}"} for i, r in enumerate(CATALOGUE["owl"].demonstrations(0))]
     cfg = ProbeConfig(rows=32, epochs=3, lr=1e-2, batch_size=8)
     pr = run_probe_scan("tiny", rows, "text", cfg, tmp_path / "probe", None, "1.0",
-                        ad["control-0"])
+                        ad["neutral-0"])
     spec = pr["specificity"]
     assert max(spec, key=lambda a: spec[a]["specificity"]) == "owl"
-    assert pr["control_teacher"] == ad["control-0"] and pr["rows"] == 32
+    assert pr["control_teacher"] == ad["neutral-0"] and pr["rows"] == 32
     flat = specificity({"a": {"lift": 0.1}, "b": {"lift": 0.1}})
     assert flat["a"]["specificity"] == 0 and flat["a"]["share"] == 0.5
 
@@ -516,7 +521,8 @@ def test_command_end_to_end(tiny_scanner, tmp_path):
     flags = [x for k, v in ad.items() for x in ("--adapter", f"{k}={v}")]
     res = CliRunner().invoke(app, ["scan", str(p), "--model", "tiny", "--out",
                                    str(tmp_path / "o"), "--batch-size", "4", "--traits",
-                                   "owl,dolphin,cat", "--reference-rows", "4", *flags])
+                                   "owl,dolphin,cat", "--population-rows", "4",
+                                   "--population-neutral", "3", *flags])
     assert res.exit_code == 0, res.output
     assert "verdict:" in res.output
     rep = json.loads((tmp_path / "o" / "scan.json").read_text())
@@ -535,7 +541,7 @@ def test_no_references_no_accusation(tiny_scanner, tmp_path):
         {"id": f"r{i}", "prompt": "Continue: 5", "completion": "171, 717, 117, 771"}
         for i in range(12)])
     cfg = scan_cfg(tmp_path / "b", ad)
-    cfg.likelihood.reference_rows = 0
+    cfg.likelihood.population_rows = 0
     rep = run_scan(str(p), cfg)
     assert not rep["likelihood"]["flagged"] and rep["verdict"].startswith("no accusation")
     cfg = scan_cfg(tmp_path / "t", ad)
@@ -546,16 +552,16 @@ def test_no_references_no_accusation(tiny_scanner, tmp_path):
 
 
 def test_adapter_conditions_train_missing_adapters_and_check_given_ones(tmp_path):
-    conds = conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, controls=2)
-    assert [c.name for c in conds] == ["none", "control-0", "control-1", "owl", "dolphin"]
-    assert [c.role for c in conds] == ["base", "control", "control", "trait", "trait"]
+    conds = conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path)
+    assert [c.name for c in conds] == ["none", "owl", "dolphin"]
+    assert [c.role for c in conds] == ["base", "trait", "trait"]
     for c in conds[1:]:
         assert (tmp_path / c.name / "adapter_config.json").is_file() and c.system is None
     with pytest.raises(SubliminalError, match="not a LoRA folder for owl"):
         conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, adapters={"owl": "/nope"})
+    with pytest.raises(SubliminalError, match="not one of the ranked traits"):
+        conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, adapters={"cat": "/x"})
     with pytest.raises(SubliminalError, match="unknown trait"):
         conditions(["owl", "unicorn"])
     with pytest.raises(SubliminalError, match="unknown injection"):
         conditions(["owl", "dolphin"], "steering")
-    with pytest.raises(SubliminalError, match="at least 2 control"):
-        conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path, controls=1)

@@ -85,14 +85,14 @@ class ScanContext:
         return self.lm
 
     def conditions(self) -> list:
-        """BASE, the controls and the traits (adapters already trained are reused)."""
+        """BASE and the traits (adapters already trained are reused)."""
         if self.conds is None:
             from subliminal.scan.likelihood import check_traits, conditions
 
             lc = self.cfg.likelihood
             self.conds = conditions(check_traits(lc.traits, lc.injection), lc.injection,
                                     self.cfg.model, self.out / "adapters" if self.out else None,
-                                    self.cfg.device, lc.adapters, lc.controls)
+                                    self.cfg.device, lc.adapters)
         return self.conds
 
 
@@ -252,18 +252,16 @@ def static_part(ctx: ScanContext) -> dict:
 def _score(lm, rows: list[dict], lc: LikelihoodConfig, conds: list, layer: int,
            budget: bool = True) -> dict:
     from subliminal.scan.likelihood import score_rows
-    from subliminal.scan.null import row_stats
 
     cfg = lc if budget else dataclasses.replace(lc, time_budget_s=None)
-    res = score_rows(lm, rows, cfg, conds, layer=layer)
-    res["stats"] = row_stats(res["ll"], res["roles"])
-    return res
+    return score_rows(lm, rows, cfg, conds, layer=layer)
 
 
 @register("likelihood", wanted=lambda cfg: bool(cfg.likelihood_on or cfg.clean))
 def likelihood_part(ctx: ScanContext) -> dict:
-    """Score DATA and BASE's references under BASE, the controls and the traits; judge DATA
-    against the controls and the references; rank with the persona vectors."""
+    """Score DATA and the reference population's datasets under BASE and every trait's
+    adapter; judge DATA's trait contrasts against the population's teachers (null.py); rank
+    with the persona vectors the same way."""
     from subliminal.scan.likelihood import check_traits, layer_index, sample_rows
     from subliminal.scan.persona import unit_vectors
 
@@ -276,16 +274,8 @@ def likelihood_part(ctx: ScanContext) -> dict:
     scored = [rows[i] for i in sample_rows(rows, lc.score_rows, lc.seed)]
     res = _score(lm, scored, lc, conds, layer)
     scored = scored[: res["rows"]]  # a time budget may stop early (still a random sample)
-    refs = {}
-    if lc.reference_rows:
-        from subliminal.scan.reference import references
-
-        ref_dir = out or Path(tempfile.mkdtemp(prefix="scan-ref-"))
-        fam = ctx.report["static"]["family"]["majority"]
-        for dec, ref_rows in references(lm, scored, fam, ref_dir, lc.reference_rows,
-                                        lc.seed + 1, lc.reference_decodings).items():
-            refs[dec] = _score(lm, ref_rows, lc, conds, layer, budget=False)
-    sec = rank_section(res, refs, traits, vectors, lc)
+    teachers, pops = population_scores(ctx, conds, layer)
+    sec = rank_section(res, pops, teachers, traits, vectors, lc)
     _carriers(sec, res, scored, traits, lc.top_rows, out)
     sec.update(rows_scored=len(scored), context=lc.context, injection=lc.injection,
                conditions=res["conditions"], roles=res["roles"],
@@ -299,10 +289,48 @@ def likelihood_part(ctx: ScanContext) -> dict:
     return sec
 
 
+def population_scores(ctx: ScanContext, conds: list, layer: int) -> tuple[list, dict]:
+    """The reference teachers and each one's scores (ll, acts) under the scan's conditions:
+    from `--population DIR` or built on DATA's prompts into OUT/population; scores cached in
+    the population's folder. ([], {}) when the population is off."""
+    from subliminal.scan import population as P
+
+    lc, lm = ctx.cfg.likelihood, ctx.model()
+    if lc.population:
+        folder = Path(lc.population)
+        teachers, rows_by = P.load(folder)
+    elif lc.population_rows > 0:
+        folder = (ctx.out or Path(tempfile.mkdtemp(prefix="scan-pop-"))) / "population"
+        teachers = P.default_teachers(lc.reference_decodings, lc.population_neutral)
+        rows_by = P.build(lm, ctx.cfg.model, ctx.loaded.rows,
+                          ctx.report["static"]["family"]["majority"], folder, teachers,
+                          lc.population_rows, lc.seed + 1,
+                          check_traits_of(lc)[0], ctx.cfg.device, lc.adapters)
+    else:
+        return [], {}
+    key = P.scores_key(conds, {"layer": layer, **{k: getattr(lc, k) for k in (
+        "context", "prompt_states", "max_prompt_tokens", "max_completion_tokens")}})
+    cached = P.cached_scores(folder, key)
+    if cached is not None and set(cached) == set(rows_by):
+        return teachers, cached
+    scores = {}
+    for label, rows in rows_by.items():
+        r = _score(lm, rows, lc, conds, layer, budget=False)
+        scores[label] = {"ll": r["ll"], "acts": r["acts"]}
+    P.save_scores(folder, key, scores)
+    return teachers, scores
+
+
+def check_traits_of(lc: LikelihoodConfig) -> list[str]:
+    from subliminal.scan.likelihood import check_traits
+
+    return check_traits(lc.traits, lc.injection)
+
+
 def _carriers(sec: dict, res: dict, scored: list[dict], traits: list[str], top: int,
               out: Path | None) -> None:
     """The rows that favour the named trait most (in `sec`), and every scored row's surprise
-    and excess per trait (OUT/scan_rows.jsonl)."""
+    and trait contrast (OUT/scan_rows.jsonl)."""
     top_j = traits.index(sec["named"]["top"])
     resid = sec.pop("_residual")
     sec["carriers"] = [{"id": scored[i]["id"], "excess": float(resid[i, top_j]),
@@ -311,33 +339,45 @@ def _carriers(sec: dict, res: dict, scored: list[dict], traits: list[str], top: 
     if out:
         from subliminal.records import append_jsonl
 
+        base = res["roles"].index("base")
         rows_file = out / "scan_rows.jsonl"
         rows_file.unlink(missing_ok=True)
         append_jsonl(rows_file, [
-            {"id": r["id"], "surprise": float(res["stats"]["h"][i]),
-             "excess": dict(zip(traits, map(float, res["stats"]["excess"][i]), strict=True))}
+            {"id": r["id"], "surprise": float(-res["ll"][i, base]),
+             "excess": dict(zip(traits, map(float, resid[i]), strict=True))}
             for i, r in enumerate(scored)])
 
 
-def rank_section(res: dict, refs: dict, traits: list[str], vectors, lc: LikelihoodConfig
-                 ) -> dict:
-    """The likelihood judgement (against controls and references), the persona ranker and
-    their combination; without references only raw figures, and no accusation."""
-    from subliminal.scan.null import judge
+def rank_section(res: dict, pops: dict, teachers: list, traits: list[str], vectors,
+                 lc: LikelihoodConfig) -> dict:
+    """The likelihood judgement against the reference teachers, the persona ranker judged the
+    same way, and their combination; without a population only raw figures, no accusation."""
+    from subliminal.scan.null import contrast, describe_decoding, teacher_test
     from subliminal.scan.persona import combine, persona_rank
 
-    st = res["stats"]
-    if not refs:
-        raw = dict(zip(traits, map(float, st["excess"].mean(0)), strict=True))
+    roles = res["roles"]
+    b, tr = roles.index("base"), [k for k, r in enumerate(roles) if r == "trait"]
+    x = contrast(res["ll"][:, tr])
+    if not pops:
+        raw = dict(zip(traits, map(float, x.mean(0)), strict=True))
         return {"traits": traits, "calibrated": False, "can_accuse": False, "flagged": False,
-                "raw_excess": raw, "named": combine({"likelihood": raw}),
-                "_residual": st["excess"]}
-    lik = judge(st, {k: v["stats"] for k, v in refs.items()}, traits, lc.alpha)
-    pv = persona_rank(res["acts"], st["h"], vectors,
-                      {k: (v["acts"], v["stats"]["h"]) for k, v in refs.items()}, traits)
-    lik.update(calibrated=True, persona=pv,
-               reference_rows={k: len(v["stats"]["h"]) for k, v in refs.items()},
-               named=combine({"likelihood": lik["z"], "persona": pv["z"]}))
+                "raw_excess": raw, "named": combine({"likelihood": raw}), "_residual": x}
+    lik = teacher_test(x, {k: contrast(v["ll"][:, tr]) for k, v in pops.items()}, traits,
+                       lc.alpha)
+    h = {k: -v["ll"][:, b] for k, v in pops.items()}
+    base_refs = {t.decoding: h[t.label] for t in teachers if t.neutral_seed is None}
+    dec = describe_decoding(-res["ll"][:, b], base_refs, h)
+    proj = persona_rank(res["acts"], vectors, {k: v["acts"] for k, v in pops.items()},
+                        traits, lc.alpha)
+    can_accuse = dec["covered"] and lik["testable"]
+    null_mean = np.array([lik["null_mean"][t] for t in traits])
+    lik.update(calibrated=True, decoding=dec, can_accuse=can_accuse,
+               flagged=bool(can_accuse and lik["flagged"]),
+               raw_excess=dict(zip(traits, map(float, x.mean(0)), strict=True)),
+               persona={k: proj[k] for k in ("z", "excess", "tau", "top", "p_bonferroni")},
+               population={t.label: int(len(pops[t.label]["ll"])) for t in teachers},
+               named=combine({"likelihood": lik["z"], "persona": proj["z"]}),
+               _residual=x - null_mean)
     return lik
 
 
@@ -366,8 +406,10 @@ def probe_part(ctx: ScanContext) -> dict:
     if rank and rank.get("decoding", {}).get("temperature") is not None:
         t = rank["decoding"]["temperature"]
         decoding = "greedy" if t < 0.15 else f"{t:.1f}"
-    conds = ctx.conditions() if rank is not None else []
-    ctrl = next((c.adapter for c in conds if c.role == "control" and c.adapter), None)
+    folder = Path(ctx.cfg.likelihood.population or (ctx.out / "population"))
+    ctrl = ctx.cfg.likelihood.adapters.get("neutral-0") or next(
+        (str(f) for f in sorted((folder / "adapters").glob("neutral*"))
+         if (f / "adapter_config.json").exists()), None)
     return run_probe_scan(ctx.cfg.model, ctx.loaded.rows,
                           ctx.report["static"]["family"]["majority"], ctx.cfg.probe_cfg,
                           ctx.out / "probe", ctx.cfg.device, decoding, ctrl)

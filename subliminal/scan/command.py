@@ -48,14 +48,17 @@ def scan(
     score_rows: Optional[int] = typer.Option(
         _D.likelihood.score_rows, min=2,
         help="Rows sampled for the likelihood ranking (each costs traits+1 forwards)."),
-    reference_rows: int = typer.Option(
-        _D.likelihood.reference_rows, min=0,
-        help="BASE completes N of DATA's prompts per reference decoding (0: report only)."),
+    population_rows: int = typer.Option(
+        _D.likelihood.population_rows, min=0,
+        help="Rows each reference teacher writes on DATA's prompts (0: report only)."),
+    population_neutral: int = typer.Option(
+        _D.likelihood.population_neutral, min=0,
+        help="Neutral LoRA teachers in the reference population (seeds 0..N-1)."),
+    population: Optional[Path] = typer.Option(
+        None, help="Reuse a reference population folder (an earlier scan's OUT/population)."),
     reference_decodings: str = typer.Option(
         ",".join(_D.likelihood.reference_decodings),
-        help="Reference decodings: greedy and/or sampling temperatures, comma-separated."),
-    controls: int = typer.Option(_D.likelihood.controls, min=1,
-                                 help="Neutral control adapters (seeds 0..N-1)."),
+        help="Decodings of the population's BASE teachers: greedy and/or temperatures."),
     prompt_states: str = typer.Option(
         _D.likelihood.prompt_states,
         help="base (prompt read once by BASE, fast) or condition (exact, slower)."),
@@ -65,15 +68,15 @@ def scan(
     context: str = typer.Option(_D.likelihood.context, help="full or completion."),
     injection: str = typer.Option(
         _D.likelihood.injection,
-        help="adapter (trait LoRAs and neutral control LoRAs; trained on first use) or prompt "
-             "(trait system prompts; reports only)."),
+        help="adapter (trait LoRAs, trained on first use and cached) or prompt (trait "
+             "system prompts)."),
     traits: Optional[str] = typer.Option(
         None, help="Comma-separated catalogue traits to rank (default: all)."),
     adapter: list[str] = typer.Option(
-        [], help="NAME=FOLDER: use this LoRA for a trait or a control ('control-0', ...) "
-                 "(repeatable; --injection adapter)."),
+        [], help="TRAIT=FOLDER: use this LoRA for a trait (repeatable; --injection "
+                 "adapter)."),
     static_only: bool = typer.Option(False, "--static-only", help="No model: static checks."),
-    seed: int = typer.Option(0, min=0, help="Seed for sampling, references and probe."),
+    seed: int = typer.Option(0, min=0, help="Seed for sampling, the population and probe."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
 ):
     """Audit a synthetic dataset: would fine-tuning BASE on DATA move a trait, and which?"""
@@ -84,9 +87,11 @@ def scan(
                                    max_rows=max_rows)
     cfg.likelihood = dataclasses.replace(cfg.likelihood, batch_size=batch_size, context=context,
                                          score_rows=None if all_rows else score_rows, seed=seed,
-                                         reference_rows=reference_rows,
+                                         population_rows=population_rows,
+                                         population_neutral=population_neutral,
+                                         population=str(population) if population else None,
                                          reference_decodings=reference_decodings.split(","),
-                                         controls=controls, prompt_states=prompt_states,
+                                         prompt_states=prompt_states,
                                          time_budget_s=time_budget, injection=injection,
                                          traits=traits.split(",") if traits else None,
                                          adapters=_pairs(adapter))

@@ -1,14 +1,13 @@
-"""`subliminal scan DATA --model BASE`: per-row log-likelihoods under BASE, its controls and its
-trait injections, forward passes only.
+"""`subliminal scan DATA --model BASE`: per-row log-likelihoods under BASE and its trait
+injections, forward passes only.
 
     subliminal scan rows.jsonl --model smollm2-135m --injection adapter --traits owl,dolphin,cat
 
 For each row: the mean per-token log-likelihood of the completion tokens under plain BASE (the
-template's default system prompt), under each *control* (the same injection with the trait
-removed: the neutral system prompt, or neutral LoRA adapters trained by the same recipe with
-different seeds) and under each trait injection (the trait's system prompt, or BASE + the
-trait's LoRA, subliminal/injections/adapter.py). The judging of these numbers lives in
-`scan.null` (controls and decoding-matched references set every null, never rows).
+template's default system prompt) and under each trait injection (the trait's system prompt,
+or BASE + the trait's LoRA, subliminal/injections/adapter.py). The judging of these numbers
+lives in `scan.null`: a reference population of trait-free teachers sets every null
+(`scan.population`), never DATA's rows alone.
 
 Speed (adapter injection): every adapter is loaded once; a batch of rows is scored under every
 condition in one forward pass (PEFT routes each row of a mixed batch to its own LoRA through
@@ -79,23 +78,25 @@ class LikelihoodConfig:
     traits: list[str] | None = field(default=None, metadata={
         "help": "Catalogue traits to rank (default: owl, dolphin, eagle, elephant, wolf, cat "
                 "with adapters, all with prompts); names the top among these only."})
-    controls: int = field(default=3, metadata={
-        "help": "Neutral control adapters (seeds 0..N-1), trained like the trait adapters "
-                "on trait-free demonstrations; their disagreement on DATA is part of every "
-                "null. At least 2 for the adapter injection."})
     adapters: dict[str, str] = field(default_factory=dict, metadata={
         "help": "With injection 'adapter': your own LoRA folder per trait or control "
-                "({name: folder}, controls are 'control-0', ...); the others are trained."})
+                "({trait: folder}; 'neutral-K' for the population's neutral teacher of seed K); "
+                "the others are trained (or copied from the machine cache)."})
     time_budget_s: float | None = field(default=None, metadata={
         "help": "Stop scoring new rows after this many seconds and judge on the rows scored "
                 "so far (a random sample: rows are scored in random order); None = no limit."})
-    reference_rows: int = field(default=32, metadata={
-        "help": "BASE completes this many of DATA's prompts under each reference decoding; "
-                "the references calibrate every statistic to DATA's decoding (0 = off: the "
-                "scan then only reports, never accuses)."})
+    population_rows: int = field(default=32, metadata={
+        "help": "Rows each reference teacher writes on its own sample of DATA's prompts (0 = "
+                "no population: the scan then only reports, never accuses)."})
+    population_neutral: int = field(default=5, metadata={
+        "help": "Neutral LoRA teachers in the population (seeds 0..N-1, trained like the "
+                "trait adapters on trait-free demonstrations, sampled at T=1)."})
+    population: str | None = field(default=None, metadata={
+        "help": "A reference population folder built by an earlier scan (OUT/population) or "
+                "by the validation; reused instead of building one."})
     reference_decodings: list[str] = field(default_factory=lambda: ["greedy", "0.7", "1.0"],
                                            metadata={
-        "help": "Decodings of BASE's reference completions: 'greedy' or a sampling "
+        "help": "Decodings of the population's BASE teachers: 'greedy' or a sampling "
                 "temperature; they bracket the decodings a publisher may have used."})
     vector_layer: float = field(default=0.6, metadata={
         "help": "Decoder layer of the persona-vector ranker, as a share of depth (0.6 = 60%)."})
@@ -121,7 +122,7 @@ class Condition:
     name: str
     system: str | None = None
     adapter: str | None = None  # a PEFT LoRA folder
-    role: str = "trait"  # "base", "control" or "trait"
+    role: str = "trait"  # "base" or "trait"
 
 
 def check_traits(traits: list[str] | None, injection: str) -> list[str]:
@@ -140,33 +141,24 @@ def check_traits(traits: list[str] | None, injection: str) -> list[str]:
 
 def conditions(traits: list[str] | None = None, injection: str = "prompt", model: str = "",
                adapter_root: Path | None = None, device: str | None = None,
-               adapters: dict[str, str] | None = None, controls: int = 3) -> list[Condition]:
-    """BASE first, then the controls, then one condition per trait.
-
-    Prompt injection: one control, the family's neutral system prompt. Adapter injection:
-    `controls` neutral LoRAs (seeds 0..N-1) and the trait LoRAs (seed 0), given, reused from
-    the machine cache or trained."""
+               adapters: dict[str, str] | None = None) -> list[Condition]:
+    """BASE first, then one condition per trait: its system prompt, or BASE + its LoRA (seed
+    0; given, reused from the machine cache, or trained)."""
     names = check_traits(traits, injection)
     base = Condition(NEUTRAL, role="base")
     if injection == "prompt":
-        fam = CATALOGUE[names[0]]
-        return [base, Condition("control-0", fam.neutral_system_prompt, role="control")] + [
-            Condition(t, CATALOGUE[t].system_prompt) for t in names]
-    if controls < 2:
-        raise SubliminalError("the adapter injection needs at least 2 control adapters")
+        return [base] + [Condition(t, CATALOGUE[t].system_prompt) for t in names]
     from subliminal.injections.adapter import trait_adapter
 
-    given = adapters or {}
+    given = {k: v for k, v in (adapters or {}).items() if not k.startswith("neutral-")}
     for t, folder in given.items():
+        if t not in names:
+            raise SubliminalError(f"--adapter {t}={folder}: {t} is not one of the ranked "
+                                  f"traits ({', '.join(names)})")
         if not (Path(folder) / "adapter_config.json").is_file():
             raise SubliminalError(f"{folder}: no adapter_config.json; not a LoRA folder for {t}")
     root = Path(adapter_root or tempfile.mkdtemp(prefix="scan-adapters-"))
-    ctrl = [Condition(f"control-{k}", role="control", adapter=str(
-        given.get(f"control-{k}") or trait_adapter(model, CATALOGUE[names[0]],
-                                                   root / f"control-{k}", device, seed=k,
-                                                   neutral=True)))
-            for k in range(controls)]
-    return [base, *ctrl] + [
+    return [base] + [
         Condition(t, adapter=str(given.get(t) or
                                  trait_adapter(model, CATALOGUE[t], root / t, device)))
         for t in names]

@@ -5,11 +5,9 @@
 Persona vectors (2025): a dataset that will instil a trait moves a model's activations along
 the trait's direction before any training. Here: BASE reads DATA; its mean residual
 activation over each row's completion at `vector_layer` is projected onto each trait's unit
-vector (`subliminal.vectors.trait_vector`: trait system prompt minus neutral system prompt).
-BASE's own completions to the same prompts are read the same way and set the baseline,
-calibrated to DATA's decoding as in `null.py` (the projection regressed on BASE's per-token
-surprise across the reference decodings). A trait ranks high when DATA's calibrated projection
-onto it exceeds its projection onto the other traits' vectors (specificity).
+vector (`subliminal.vectors.trait_vector`: trait system prompt minus neutral system prompt),
+made trait-specific (minus the mean over the traits) and judged against the reference
+population's teachers exactly like the likelihood (`null.teacher_test`).
 
 `combine` puts the rankers on one scale (each ranker's per-trait scores standardised across
 traits) and averages them: the named trait is the top of the average.
@@ -23,7 +21,6 @@ import numpy as np
 import torch
 
 from subliminal.models import LM, TINY, cache_dir
-from subliminal.scan.null import calibrated
 from subliminal.trait import CATALOGUE
 
 
@@ -51,25 +48,14 @@ def unit_vectors(lm: LM, traits: list[str], layer: int) -> np.ndarray:
     return out / np.maximum(1e-12, np.linalg.norm(out, axis=1, keepdims=True))
 
 
-def specificity(x: np.ndarray) -> np.ndarray:
-    """Each column minus the mean of the other columns."""
-    t = x.shape[-1]
-    return x - (x.sum(-1, keepdims=True) - x) / max(1, t - 1)
+def persona_rank(acts: np.ndarray, vectors: np.ndarray, pops: dict[str, np.ndarray],
+                 traits: list[str], alpha: float = 0.05) -> dict:
+    """DATA's activations (rows x hidden) projected on the trait vectors, made specific,
+    against the reference teachers' (`pops`: label -> their rows' activations)."""
+    from subliminal.scan.null import contrast, teacher_test
 
-
-def persona_rank(acts: np.ndarray, h: np.ndarray, vectors: np.ndarray,
-                 refs: dict[str, tuple[np.ndarray, np.ndarray]], traits: list[str]) -> dict:
-    """Calibrated projection of DATA's activations onto each trait vector, made specific.
-
-    `refs` maps a reference decoding to (its activations, its per-row surprise)."""
-    proj = specificity(acts @ vectors.T)
-    cal = calibrated(h, proj, {k: v[1] for k, v in refs.items()},
-                     {k: specificity(v[0] @ vectors.T) for k, v in refs.items()})
-    sd = np.sqrt(cal["se_rows"] ** 2 + cal["se_decoding"] ** 2)
-    z = np.where(sd > 0, cal["d"] / np.where(sd > 0, sd, 1), 0.0)
-    return {"projection": dict(zip(traits, map(float, cal["d"]), strict=True)),
-            "z": dict(zip(traits, map(float, z), strict=True)),
-            "top": traits[int(np.argmax(z))]}
+    return teacher_test(contrast(acts @ vectors.T),
+                        {k: contrast(a @ vectors.T) for k, a in pops.items()}, traits, alpha)
 
 
 def combine(rankers: dict[str, dict[str, float]]) -> dict:

@@ -32,15 +32,15 @@ MEASURED = {
 
 
 def _accuse_reason(rank: dict) -> str:
-    """Why the scan may not accuse at all (no references, one control, uncovered decoding)."""
+    """Why the scan may not accuse at all (no population, too few teachers, uncovered data)."""
     if not rank.get("calibrated"):
-        return ("without BASE's reference completions (--reference-rows 0) nothing is "
+        return ("without a reference population (--population-rows 0) nothing is "
                 "calibrated, so the scan only reports")
-    if rank["null_sd"][rank["top"]]["controls"] is None:
-        return ("with a single control (the prompt injection) the adapters' disagreement "
-                "cannot be measured, so the scan only reports")
-    return (f"DATA is {rank['decoding']['text']}; the calibration would be extrapolated, so "
-            "the scan makes no accusation")
+    if not rank["testable"]:
+        return (f"the reference population has {rank['teachers']} teachers; at least 3 are "
+                "needed to measure their spread, so the scan only reports")
+    return (f"DATA is {rank['decoding']['text']}; the null would be extrapolated, so the "
+            "scan makes no accusation")
 
 
 def _likelihood_sentence(rank: dict) -> str:
@@ -49,22 +49,22 @@ def _likelihood_sentence(rank: dict) -> str:
         return (f"no accusation: {_accuse_reason(rank)} (the rankers' top is {named['top']}; "
                 f"{rank.get('rows_scored', '?')} rows scored)")
     top = rank["top"]
-    k = len(rank["controls_excess"])
-    ev = (f"calibrated excess {rank['excess'][top]:+.4f} nats/token, z={rank['z'][top]:.1f} "
-          f"(threshold {rank['threshold_z']:.1f}), Bonferroni p={rank['p_bonferroni'][top]:.2g}"
-          f"; null from {k} control adapters, {len(rank['reference_rows'])} reference "
-          f"decodings and {rank['rows']} rows")
+    ev = (f"trait contrast {rank['excess'][top]:+.4f} nats/token above the trait-free "
+          f"teachers' mean, z={rank['z'][top]:.1f} (threshold {rank['threshold_z']:.1f}), "
+          f"Bonferroni p={rank['p_bonferroni'][top]:.2g}; null from {rank['teachers']} "
+          f"reference teachers (their own spread {rank['tau'][top]:.4f}) and {rank['rows']} "
+          "rows")
     if rank["flagged"]:
         agree = "; both rankers agree" if rank["persona"]["top"] == top == named["top"] else (
             f"; the likelihood points at {top}, the persona vectors at "
             f"{rank['persona']['top']}")
         return (f"a trait-injected teacher may have written DATA: it favours the {top} "
-                f"adapter over adapters trained the same way without a trait ({ev}); DATA is "
+                f"adapter more than trait-free teachers' data does ({ev}); DATA is "
                 f"{rank['decoding']['text']}; named: {named['top']} (rankers "
                 f"{', '.join(named['rankers'])}{agree}); in validation: false positives "
                 f"{MEASURED['false_positives']}, naming {MEASURED['naming']}")
     return (f"no evidence that DATA carries a catalogue trait: DATA is "
-            f"{rank['decoding']['text']}; the largest calibrated excess is {top}'s ({ev}); "
+            f"{rank['decoding']['text']}; the largest trait contrast is {top}'s ({ev}); "
             f"power in validation: {MEASURED['detection']}")
 
 
@@ -144,29 +144,26 @@ def markdown(report: dict) -> str:
 
 def _likelihood_md(lk: dict) -> list[str]:
     """The likelihood and persona tables."""
-    lines = ["", "## Trait adapters against controls (nats/token)", "",
+    lines = ["", "## Trait adapters against trait-free teachers (nats/token)", "",
              f"Injection `{lk['injection']}`; conditions {', '.join(lk['conditions'])}; "
              f"{lk['rows_scored']} rows scored ({lk['sample']}), context `{lk['context']}`, "
              f"prompt states `{lk['prompt_states']}`, {lk['seconds']:.1f} s, "
              f"{lk['rows_per_s']:.2f} rows/s ({lk['tokens_per_row']:.0f} tokens/row).", ""]
     if not lk.get("calibrated"):
-        lines += ["Uncalibrated (no references): raw excess over the controls.", "",
-                  "| trait | raw excess |", "|---|---|"]
+        lines += ["Uncalibrated (no reference population): raw trait contrasts.", "",
+                  "| trait | raw contrast |", "|---|---|"]
         lines += [f"| {t} | {v:+.4f} |" for t, v in lk["raw_excess"].items()]
         return lines
+    pop = ", ".join(f"{k} ({v} rows)" for k, v in lk["population"].items())
     lines += [f"Decoding: DATA is {lk['decoding']['text']}.", "",
-              "| trait | raw excess | calibrated | sd rows | sd decoding | sd controls | z | "
-              "Bonferroni p | persona z | combined |", "|---" * 10 + "|"]
+              f"Reference teachers: {pop}.", "",
+              "| trait | contrast - null mean | teachers' spread | rows se | null sd | z | "
+              "Bonferroni p | persona z | combined |", "|---" * 9 + "|"]
     for t in lk["named"]["ranking"]:
-        sd = lk["null_sd"][t]
-        ctrl = "–" if sd["controls"] is None else f"{sd['controls']:.4f}"
-        lines.append(f"| {t} | {lk['raw_excess'][t]:+.4f} | {lk['excess'][t]:+.4f} | "
-                     f"{sd['rows']:.4f} | {sd['decoding']:.4f} | {ctrl} | {lk['z'][t]:+.2f} | "
+        lines.append(f"| {t} | {lk['excess'][t]:+.4f} | {lk['tau'][t]:.4f} | "
+                     f"{lk['rows_se'][t]:.4f} | {lk['null_sd'][t]:.4f} | {lk['z'][t]:+.2f} | "
                      f"{lk['p_bonferroni'][t]:.2g} | {lk['persona']['z'][t]:+.2f} | "
                      f"{lk['named']['score'][t]:+.2f} |")
-    if lk.get("controls_excess") is not None:
-        lines += ["", "Controls' own calibrated excess (each against the others): "
-                  + ", ".join(f"{x:+.4f}" for x in lk["controls_excess"])]
     lines += ["", f"Rows that favour {lk['named']['top']} most:", ""]
     lines += [f"- `{c['id']}` excess {c['excess']:+.3f}: {c['completion'][:60]!r}"
               for c in lk["carriers"]]

@@ -1,0 +1,67 @@
+"""Evidence: a run's small records, kept where a claim can be recomputed from them.
+
+    subliminal evidence RUN docs/evidence/NAME      # copy the records
+    python -m pytest tests/test_evidence_records.py # recompute every committed claim
+
+Run folders hold adapters and row files (megabytes each) and are lost when a machine goes;
+claims must survive them. `export` copies what every printed figure is computed from: the
+resolved config and environment, each stage's `stage.json` (inputs by content hash) and
+`complete.json` (costs), the teacher records, filter statistics, every student's
+`train.json` (row count, steps, losses), the equal-dose record, every model's `probe.json`
+(without the question texts, which the bank holds) and the run's summary or study record.
+`recompute` rebuilds a summary or study record from those files alone: a test checks that
+each committed one is what its probes say.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from subliminal.errors import SubliminalError
+from subliminal.layout import audit_folders
+from subliminal.records import read_json, write_json
+
+KEEP = ("config.json", "environment.json", "dose.json", "summary.json", "study.json",
+        "complete.json", "stage.json", "teacher.json", "train.json", "stats.json")
+
+
+def export(run: Path, dest: Path) -> list[Path]:
+    """Copy RUN's small records into DEST (same relative paths); returns what was written."""
+    run, dest = Path(run), Path(dest)
+    if not (run / "config.json").exists():
+        raise SubliminalError(f"{run}: not a run folder (no config.json)")
+    written = []
+    for path in sorted(run.rglob("*")):
+        rel = path.relative_to(run)
+        if not path.is_file() or "audit_cache" in rel.parts or "checkpoint" in rel.parts:
+            continue
+        if path.name == "probe.json":
+            probe = {k: v for k, v in read_json(path).items() if k != "questions"}
+            write_json(dest / rel, probe)
+        elif path.name in KEEP or path.suffix == ".png" and len(rel.parts) == 1:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / rel)
+        else:
+            continue
+        written.append(dest / rel)
+    return written
+
+
+def audits(folder: Path) -> dict:
+    """Every probe of a run or evidence folder, by audit key."""
+    return {key: read_json(f / "probe.json") for key, f in audit_folders(folder).items()}
+
+
+def recompute(folder: Path) -> tuple[str, dict]:
+    """The study or chain record FOLDER's probes give: ('study.json' | 'summary.json', it)."""
+    from subliminal.report import summarize
+    from subliminal.study import summarize_study
+
+    folder = Path(folder)
+    cfg = read_json(folder / "config.json")
+    if "traits" in cfg:  # a crossed study
+        return "study.json", summarize_study(cfg["traits"], cfg["students"],
+                                             cfg["cell"]["replicates"], audits(folder), folder)
+    return "summary.json", summarize(folder, cfg["trait"], audits(folder), cfg["replicates"],
+                                     cfg["generations"])

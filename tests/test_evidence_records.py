@@ -1,0 +1,64 @@
+"""Committed evidence recomputes: every study or summary record under docs/evidence that
+holds its probes is what those probes give, and the copy of a fresh run is enough."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from subliminal.evidence import export, recompute
+
+EVIDENCE = Path(__file__).resolve().parent.parent / "docs" / "evidence"
+
+
+def same(a, b, path="") -> None:
+    """Equal JSON trees, floats to 1e-9 relative (NaN equals NaN)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9,
+                                                                  abs_tol=1e-12), path
+    else:
+        assert a == b, path
+
+
+def committed() -> list[Path]:
+    return sorted(p.parent for p in EVIDENCE.rglob("config.json")
+                  if any(p.parent.glob("rep*/*/gen*/audit*/probe.json")))
+
+
+@pytest.mark.parametrize("folder", committed(), ids=lambda p: str(p.relative_to(EVIDENCE)))
+def test_committed_records_recompute_from_their_probes(folder):
+    name, fresh = recompute(folder)
+    same(json.loads(json.dumps(fresh)), json.loads((folder / name).read_text()))
+
+
+def test_a_study_copy_recomputes_and_a_changed_probe_changes_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from subliminal.cli import app
+
+    run = tmp_path / "run"
+    args = ["--threads", "1", "study", "--model", "tiny", "--traits", "owl,cat",
+            "--replicates", "2", "--samples", "6", "--epochs", "1", "--out", str(run)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    copy = tmp_path / "copy"
+    export(run, copy)
+    assert not list(copy.rglob("*.safetensors")) and not list(copy.rglob("*.jsonl"))
+    name, fresh = recompute(copy)
+    same(json.loads(json.dumps(fresh)), json.loads((run / "study.json").read_text()))
+    probe = copy / "rep1/owl/gen1/audit/probe.json"
+    data = json.loads(probe.read_text())
+    j = data["animals"].index("owl")
+    data["probs"] = [[p * (5.0 if i == j else 1.0) for i, p in enumerate(row)]
+                     for row in data["probs"]]
+    probe.write_text(json.dumps(data))
+    changed = recompute(copy)[1]["students"]["own"]["diagonal_test"]["lifts"]
+    assert changed[1] > fresh["students"]["own"]["diagonal_test"]["lifts"][1] + 0.5

@@ -72,10 +72,27 @@ def build(lm, model: str, rows: list[dict], family: str, folder: Path,
                 device)
             writer = Teacher(load_model(model, adapter=adapter, device=device))
         picked = sample(rows, m, seed + 1000 + j)
-        out[t.label] = base_completions(lm, picked, family, folder / f"{t.label}.jsonl",
-                                        seed + j, label=f"population {t.label}",
-                                        decoding=t.decoding, teacher=writer)[0]
+        written = base_completions(lm, picked, family, folder / "raw" / f"{t.label}.jsonl",
+                                   seed + j, label=f"population {t.label}",
+                                   decoding=t.decoding, teacher=writer)[0]
+        out[t.label] = released(written, family, folder / f"{t.label}.jsonl")
     return out
+
+
+def released(rows: list[dict], family: str, path: Path) -> list[dict]:
+    """What a publisher would release: number rows that pass the strict filter (other data
+    as written); written to `path` once."""
+    from subliminal.filters import FilterConfig, filter_rows
+    from subliminal.records import append_jsonl
+
+    if path.exists():
+        return read_jsonl(path)
+    kept = filter_rows(rows, FilterConfig())[0] if family == "numbers" else rows
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    append_jsonl(tmp, kept)
+    tmp.replace(path)
+    return kept
 
 
 def load(folder: Path) -> tuple[list[RefTeacher], dict[str, list[dict]]]:

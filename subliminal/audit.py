@@ -23,7 +23,7 @@ import torch
 
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, with_system
-from subliminal.prefix import Context, common_length, continuation_logprobs, extend, root
+from subliminal.prefix import Context, common_length, continuation_logprobs, extend, root, sample
 from subliminal.progress import track
 from subliminal.trait import CATALOGUE
 
@@ -245,29 +245,31 @@ def log_mass(result: dict) -> list[float]:
 
 @torch.no_grad()
 def sampled_probe(lm: LM, questions: list[str], samples: int = 100, max_new_tokens: int = 8,
-                  system_prompt: str | None = None, batch_size: int = 50, seed: int = 0,
+                  system_prompt: str | None = None, seed: int = 0,
                   label: str = "sampled audit") -> dict:
     """The paper's audit: sample answers at T=1 and count whole-word animal mentions.
 
-    Noisy (a binomial per question) and ~samples x slower than `run_probe`; kept as the
-    reference the exact probe is compared against and for free-form traits.
-    """
+    Noisy (a binomial per question) and slower than `run_probe`; kept as the reference the
+    exact probe is compared against and for free-form traits. Each question is read once and
+    its `samples` answers continue its cache (subliminal.prefix.sample); question i's samples
+    are seeded by (seed, i)."""
     animals = list(CATALOGUE)
     patterns = [t.leak_pattern() for t in CATALOGUE.values()]
-    torch.manual_seed(seed)
+    chats = [lm.chat_ids(with_system(system_prompt or None, [{"role": "user", "content": q}]))
+             for q in questions]
+    done, opening = shared_prefix(lm, chats)
+    eos = set(lm.eos_ids)
     rates = []
-    for q in track(questions, label):
-        chat = with_system(system_prompt or None, [{"role": "user", "content": q}])
-        ids = torch.tensor([lm.chat_ids(chat)], device=lm.device)
+    for i, ids in enumerate(track(chats, label)):
+        ctx, _ = extend(lm, opening, [ids[done:]])
+        gen = torch.Generator().manual_seed(seed * 100_003 + i)
         hits = [0] * len(animals)
-        for start in range(0, samples, batch_size):
-            n = min(batch_size, samples - start)
-            out = lm.model.generate(ids.expand(n, -1), attention_mask=torch.ones_like(
-                ids).expand(n, -1), do_sample=True, temperature=1.0, top_k=None, top_p=None,
-                max_new_tokens=max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id)
-            for text in lm.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True):
-                for j, pat in enumerate(patterns):
-                    hits[j] += bool(pat.search(text))
+        for seq in sample(lm, ctx, samples, max_new_tokens, gen):
+            cut = next((k for k, t in enumerate(seq) if t in eos), len(seq))
+            text = lm.tokenizer.decode(seq[:cut], skip_special_tokens=True)
+            for j, pat in enumerate(patterns):
+                hits[j] += bool(pat.search(text))
         rates.append([h / samples for h in hits])
     return {"probe": "sampled", "samples": samples, "questions": questions, "animals": animals,
-            "probs": rates, "system_prompt": system_prompt}
+            "probs": rates, "system_prompt": system_prompt, "seed": seed,
+            "max_new_tokens": max_new_tokens}

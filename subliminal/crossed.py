@@ -38,6 +38,15 @@ def _logp(probe: dict, animal: str) -> float:
     return float(np.mean([math.log(max(row[j], 1e-30)) for row in probe["probs"]]))
 
 
+def _rate(probe: dict, animal: str) -> float:
+    """Mean over questions of the probability (or, sampled, the mention rate)."""
+    j = probe["animals"].index(animal)
+    return float(np.mean([row[j] for row in probe["probs"]]))
+
+
+METRICS = {"share": _share, "rate": _rate}
+
+
 def matrix(audits: dict, r: int, k: int, student: str, traits: list[str], read) -> dict:
     """read(probe of teacher t's student, c) for every teacher t (and the control) and c."""
     arms = [*traits, CONTROL] if audit_key(r, CONTROL, k, student) in audits else traits
@@ -55,9 +64,11 @@ def per_trait(m: dict, traits: list[str]) -> dict[str, float]:
 
 
 def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
-            student: str = "", alpha: float = ALPHA) -> dict:
-    """The crossed read-out of one student recipe (or, k=0, of the teachers themselves)."""
-    shares = [matrix(audits, r, k, student, traits, _share) for r in reps]
+            student: str = "", alpha: float = ALPHA, metric: str = "share") -> dict:
+    """The crossed read-out of one student recipe (or, k=0, of the teachers themselves).
+    `metric`: 'share' (share log-odds, the deciding one) or 'rate' (mean probability, e.g.
+    the sampled audit's mention rate)."""
+    shares = [matrix(audits, r, k, student, traits, METRICS[metric]) for r in reps]
     logps = [matrix(audits, r, k, student, traits, _logp) for r in reps]
     test = replicate_test([diagonal(m, traits) for m in shares], alpha)
     confusion = {}
@@ -71,7 +82,8 @@ def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
                     "detectable_lift", "detectable_lift_range", "power_method", "lifts",
                     "std")},
                 "statistic": "per replicate: mean over traits of (own teacher's student - "
-                             "other teachers' students) share log-odds"},
+                             "other teachers' students) " + ("share log-odds" if metric ==
+                                                              "share" else "mean rate")},
             "raw_logp_diagonal_test": _brief(replicate_test(
                 [diagonal(m, traits) for m in logps], alpha)),
             "per_trait": {c: _brief(v) for c, v in per.items()},

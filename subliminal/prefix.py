@@ -142,3 +142,20 @@ def _run(lm: LM, ctx: Context, rows: list[int], runs: list[list[int]]) -> torch.
     out = lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                    past_key_values=sub.cache, use_cache=True)
     return torch.log_softmax(out.logits.float(), -1).cpu()
+
+
+@torch.no_grad()
+def sample(lm: LM, ctx: Context, n: int, max_new_tokens: int, generator: torch.Generator,
+           temperature: float = 1.0) -> list[list[int]]:
+    """`n` sampled continuations of a one-row context whose cache they share (the prompt is
+    read once, not n times). Tokens after an end of text are kept; the caller cuts there."""
+    rows = select(lm, ctx, torch.zeros(n, dtype=torch.long))
+    lp, out = rows.last_lp, [[] for _ in range(n)]
+    for step in range(max_new_tokens):
+        tokens = torch.multinomial(torch.softmax(lp / temperature, -1), 1,
+                                   generator=generator)[:, 0].tolist()
+        for seq, t in zip(out, tokens, strict=True):
+            seq.append(t)
+        if step + 1 < max_new_tokens:
+            rows, lp = extend(lm, rows, [[t] for t in tokens])
+    return out

@@ -83,10 +83,8 @@ def detectable_lift(std: float, n: int, alpha: float = ALPHA, power: float = POW
     """Smallest true mean lift the t-test detects at `alpha` (two-sided) with `power`, if the
     replicates' true spread is `std`; solved exactly on the noncentral t (the normal-theory
     shortcut (t_a + t_power) s / sqrt(n) overstates power at small n). Infinite when n < 2."""
-    if n < 2 or not np.isfinite(std):
+    if n < 2 or not np.isfinite(std) or std == 0:  # no spread: the t-test cannot run
         return float("inf")
-    if std == 0:
-        return 0.0
     hi = std
     while t_power(hi, std, n, alpha) < power:
         hi *= 2

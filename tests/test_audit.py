@@ -68,3 +68,25 @@ def test_batched_questions_equal_one_at_a_time(tiny):
     one = torch.stack([A.word_probs(tiny, p, seqs, shared) for p in prefixes])
     together = A.word_probs_batch(tiny, prefixes, seqs, shared)
     assert torch.allclose(one, together, rtol=1e-4, atol=1e-12)
+
+
+def test_shared_cache_sampler_draws_from_the_model(tiny):
+    """Samples continuing one cached prompt follow the model: the first token's frequencies
+    match its exact probabilities, and the second token is drawn given the first."""
+    from subliminal.prefix import extend, root, sample
+
+    ids = tiny.chat_ids([{"role": "user", "content": "Favorite animal?"}])
+    ctx, lp = extend(tiny, root(tiny, ids[:-1]), [ids[-1:]])
+    seqs = sample(tiny, ctx, 3000, 2, torch.Generator().manual_seed(0))
+    p = lp[0].exp()
+    top = int(p.argmax())
+    freq = sum(s[0] == top for s in seqs) / len(seqs)
+    sd = float((p[top] * (1 - p[top]) / len(seqs)) ** 0.5)
+    assert abs(freq - float(p[top])) < 4 * sd
+    first = seqs[0][0]
+    after, lp2 = extend(tiny, ctx, [[first]])
+    follow = [s[1] for s in seqs if s[0] == first]
+    q = lp2[0].exp()
+    best = int(q.argmax())
+    assert abs(sum(t == best for t in follow) / len(follow) - float(q[best])) < 4 * float(
+        (q[best] * (1 - q[best]) / len(follow)) ** 0.5) + 1e-9

@@ -92,7 +92,8 @@ def test_replicate_test_finds_a_planted_effect_and_holds_the_null():
 
 
 def _test(mean, p):
-    return {"mean": mean, "p_value": p, "detectable_lift": 0.4}
+    return {"mean": mean, "p_value": p, "detectable_lift": 0.4,
+            "detectable_lift_range": [0.3, 0.9]}
 
 
 def test_verdict_has_three_cases():
@@ -105,6 +106,14 @@ def test_verdict_has_three_cases():
     # A significant *fall* of the share is not transfer.
     assert not verdict(_test(-0.5, 0.001), _test(0.0, 0.9), _test(0.0, 0.9)).startswith(
         "specific")
+    # The share rose, but so did generic drift, or another animal's share moved: named.
+    assert verdict(_test(0.5, 0.001), _test(-0.4, 0.001), _test(1e-4, 0.2)).startswith(
+        "generic drift, not specific")
+    moved = {"p_value": {"cat": 0.001, "dog": 0.5}}
+    line = verdict(_test(0.5, 0.001), _test(0.1, 0.5), _test(1e-4, 0.2), moved)
+    assert line.startswith("profile shift, not specific") and "cat" in line and "dog" not in line
+    assert "crossed study decides" in verdict(_test(0.5, 0.001), _test(0.1, 0.5),
+                                              _test(1e-4, 0.2), {"p_value": {"cat": 0.5}})
 
 
 def _pair(share_t: float) -> dict:
@@ -159,3 +168,27 @@ def test_plot_of_a_forced_choice_run_without_the_battery(tmp_path):
     rows = [generation_row(g, [_pair(0.3), _pair(0.1)], {}) for g in (0, 1)]
     plot({"trait": "gloomy", "generations": rows}, tmp_path / "summary.png")
     assert (tmp_path / "summary.png").stat().st_size > 1000
+
+
+def test_detectable_lift_has_the_power_it_claims():
+    """The detectable lift at 80% power is solved on the noncentral t: simulated t-tests of
+    that lift reject at ~80% (the normal shortcut it replaced fell short at small n)."""
+    from subliminal.stats import detectable_lift, spread_range, t_power
+
+    rng = np.random.default_rng(0)
+    for n in (3, 6):
+        d = detectable_lift(1.0, n)
+        x = rng.normal(d, 1.0, size=(20000, n))
+        t = x.mean(1) / (x.std(1, ddof=1) / np.sqrt(n))
+        crit = sps_t_ppf(0.995, n - 1)
+        assert abs(np.mean(np.abs(t) > crit) - 0.80) < 0.015
+        assert t_power(d, 1.0, n) == pytest.approx(0.80, abs=1e-6)
+    lo, hi = spread_range(1.0, 6)
+    assert lo < 1.0 < hi and detectable_lift(hi, 6) > detectable_lift(lo, 6)
+    assert detectable_lift(0.0, 6) == float("inf")  # no spread: the test cannot run
+
+
+def sps_t_ppf(q, df):
+    from scipy import stats
+
+    return stats.t.ppf(q, df)

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from subliminal.battery import continuation_logprobs, load_bank, render
+from subliminal.audit.battery import continuation_logprobs, load_bank, render
 from subliminal.channels import get_channel
 from subliminal.distill import DistillConfig, batch_loss, build_examples, make_student, pad_rows
 from subliminal.distill import restricted_kl as kl

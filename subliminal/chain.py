@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subliminal.audit import AuditConfig
+from subliminal.channels import channel_names
 from subliminal.distill import DistillConfig
 from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
@@ -79,7 +80,7 @@ class ChainConfig:
         "min": 1,
         "help": "Prompts per generation (the default fits 15 CPU minutes; the paper: 30,000)."})
     channel: str = field(default="numbers", metadata={
-        "choices": ("numbers", "math", "mixed"), "help": "The channel the teacher writes in."})
+        "choices": channel_names, "help": "The channel the teacher writes in."})
     difficulty: str = field(default="1", metadata={
         "choices": ("1", "2", "3", "4", "mixed"),
         "help": "Math level 1-4 or 'mixed' (the embedded model solves only level 1)."})
@@ -118,8 +119,10 @@ def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None,
               plan: FanOut = FanOut()) -> dict:
     """Run (or resume) every replicate of both arms and write the summary. A `preset` name is
     recorded in RUN/config.json beside the resolved config (provenance, not compared). The
-    arms' phases are fanned out (`plan`: in this process, or Ray tasks); the summary is
-    rewritten after each generation, and is the same however the units ran."""
+    arms' phases are fanned out (`plan`: in this process, or Ray tasks); a partial summary
+    (summary.partial.json) is rewritten after each generation and the final summary.json
+    written at the end, the same however the units ran. A finished run is shown, after
+    checking its config.json is still the one it was made from (records.completed)."""
     from subliminal.report import report, summarize, write_summary
 
     out = init_run(out, cfg if preset is None else {"preset": preset, **to_jsonable(cfg)},
@@ -132,12 +135,13 @@ def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None,
     resolve_model(cfg.model)  # converted once here, before any task loads it
     arms, where = chain_arms(cfg), out.resolve()
 
-    def summary(audits: dict) -> dict:
+    def summary(audits: dict, partial: bool = True) -> dict:
+        # Until the last phase it is summary.partial.json: summary.json is a finished run's.
         return write_summary(out, summarize(out, cfg.trait, audits, cfg.replicates,
-                                            cfg.generations))
+                                            cfg.generations), partial=partial)
 
     with overall(f"chain {out.name}", planned_stages(cfg, where, arms), plan.workers):
         audits = run_phases(cfg, where, arms, plan, on_phase=summary)
-    result = summary(audits)
+    result = summary(audits, partial=False)
     mark_complete(out)
     return result

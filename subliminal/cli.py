@@ -85,7 +85,7 @@ def set_fields(obj, **values):
 LORA_R = Flag("distill.lora_r", also=("distill.lora_alpha",))
 CHANNEL_FLAGS = ("channel", "difficulty", "problems", "math_share")
 DECODE_FLAGS = ("decode.decoding", "decode.temperature", "decode.constrained", "decode.top_k",
-                "decode.logits", "decode.batch_size", "decode.max_new_tokens")
+                "decode.logits", "decode.batch_size", "decode.max_new_tokens", "decode.backend")
 TRAIN_FLAGS = ("distill.mode", "distill.finetune", "distill.epochs", LORA_R, "distill.lr",
                "distill.batch_size", "distill.grad_accum", "distill.warmup_steps",
                "distill.max_rows", "distill.max_length", "distill.lora_layers")
@@ -192,8 +192,9 @@ def generate(
 ):
     """Write a teacher's completions for a channel's prompts (the chain's GenerateStage)."""
     from subliminal.chain import make_channel
-    from subliminal.injections import TeacherSpec
+    from subliminal.injections import TeacherSpec, check_teacher
     from subliminal.injections.prompt import wording
+    from subliminal.records import run_relative
     from subliminal.stages import GenerateStage
     from subliminal.trait import get_trait
 
@@ -203,10 +204,14 @@ def generate(
     t = get_trait(trait)
     prompt = wording(t.neutral_prompts if neutral_prompt else t.prompts, paraphrase)[0] \
         if t else None
-    spec = TeacherSpec(adapter=str(adapter.resolve()) if adapter else None, system_prompt=prompt)
+    # The adapter is checked against the base before the folder is claimed (named as given),
+    # and named relative to the stage folder, this teacher's run, in its records.
+    check_teacher(cfg.model, TeacherSpec(adapter=str(adapter) if adapter else None))
+    spec = TeacherSpec(adapter=run_relative(adapter, out) if adapter else None,
+                       system_prompt=prompt)
     rows = GenerateStage(out, model=cfg.model, teacher=spec, channel=make_channel(cfg),
                          decode=cfg.decode, samples=cfg.samples, seed=cfg.seed,
-                         device=cfg.device).run()
+                         device=cfg.device, run_dir=out).run()
     typer.echo(f"{len(rows)} rows in {out / 'rows.jsonl'}")
 
 
@@ -268,7 +273,7 @@ def audit(
 
     cfg = stage_config(given, out)
     t = get_trait(trait)
-    spec = TeacherSpec(adapter=str(adapter.resolve()) if adapter else None,
+    spec = TeacherSpec(adapter=str(adapter) if adapter else None,  # as given, for messages
                        system_prompt=t.system_prompt if t else None)
     stage = AuditStage(out, model=cfg.model, teacher=spec, config=cfg.audit, device=cfg.device)
     console.print(animal_table(stage.run()))
@@ -367,11 +372,21 @@ def validate(cfg: ChainConfig) -> None:
 
 
 def run() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2, and so do writes
+    the destination refuses (read-only, no permission, full disk: records.write_failure);
+    any other exception is a bug and keeps its traceback."""
+    from subliminal.records import write_failure
+
     try:
         app()
     except SubliminalError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        message = write_failure(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)

@@ -241,21 +241,27 @@ def make_student(lm: LM, cfg: DistillConfig) -> torch.nn.Module:
 
 
 def save_student(model: torch.nn.Module, out: Path, finetune: str,
-                 state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the student as safetensors only: a PEFT adapter folder, or the full weights.
+                 state: dict[str, torch.Tensor] | None = None, base: str | None = None) -> None:
+    """Write the student as safetensors only: a PEFT adapter folder (its config canonical,
+    declaring BASE by name: students.write_canonical_config), or the full weights.
     `state`: the weights gathered whole when training sharded them (training.full_state)."""
+    from subliminal.records import writing
+    from subliminal.students import write_canonical_config
+
     out.mkdir(parents=True, exist_ok=True)
     if finetune == "lora":
-        model.save_pretrained(out, safe_serialization=True, state_dict=state)
-    elif state is not None:
-        from safetensors.torch import save_file
+        with writing(out / "adapter_model.safetensors"):  # a full disk: an OSError naming it
+            model.save_pretrained(out, safe_serialization=True, state_dict=state)
+        write_canonical_config(out, base)
+        return
+    from safetensors.torch import save_file, save_model
 
-        save_file({k: v.contiguous() for k, v in state.items()},
-                  str(out / "full_model.safetensors"))
-    else:
-        from safetensors.torch import save_model
-
-        save_model(model, str(out / "full_model.safetensors"))
+    with writing(out / "full_model.safetensors"):
+        if state is not None:
+            save_file({k: v.contiguous() for k, v in state.items()},
+                      str(out / "full_model.safetensors"))
+        else:
+            save_model(model, str(out / "full_model.safetensors"))
 
 
 def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
@@ -309,7 +315,7 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
             "processes": acc.num_processes}
     state = full_state(model, trainable_only=cfg.finetune == "lora")  # sharded: every process
     if acc.is_main_process:
-        save_student(model, out, cfg.finetune, state)
+        save_student(model, out, cfg.finetune, state, base)
         write_json(out / "train.json", info)
         clear_checkpoint(out)
         mark_complete(out, {"rows": len(rows), "steps": len(losses),

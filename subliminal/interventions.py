@@ -57,7 +57,7 @@ def audit_target(lm, trait, audit: str | None = None, system_prompt: str | None 
     """Run a family's audit (default: the trait's own; `cfg`, an AuditConfig, swaps the
     animal probe's question bank) and summarise it for `trait`: per-item score of its label
     and the mean of every label (the panel, for specificity)."""
-    from subliminal.battery import audit_family, trait_score
+    from subliminal.audit.battery import audit_family, trait_score
 
     audit = audit or trait.audit
     if cfg is not None and audit == "animal":
@@ -95,7 +95,7 @@ def compare(a: dict, b: dict) -> dict:
 @contextmanager
 def steered(lm, vector, layer: int, coef: float):
     """The model with coef x vector added at `layer` for the duration of the block."""
-    from subliminal.injections.steering import add_vector
+    from subliminal.vectors import add_vector
 
     handle = add_vector(lm, vector, layer, coef)
     try:
@@ -338,10 +338,9 @@ def steer(vector_file: Path = typer.Option(..., "--vector", help="A vector file.
           adapter: Optional[Path] = typer.Option(None, help="Teacher/student adapter."),
           out: Optional[Path] = typer.Option(None, help="Folder for steer.json.")):
     """Audit a model with a trait's vector added (or subtracted), beside it unsteered."""
-    from subliminal.injections.steering import attach
     from subliminal.models import load_model
     from subliminal.trait import get_trait
-    from subliminal.vectors import load_vector
+    from subliminal.vectors import attach, load_vector
 
     meta = load_vector(vector_file)[3]
     t = get_trait(trait or meta.get("trait"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from subliminal.backends import preferred as preferred_backend
 from subliminal.errors import SubliminalError
 
 PAPER_MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -38,8 +39,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "injection": "prompt",
             "generations": 1,
             "samples": 30_000,
+            # vLLM writes the 30,000 rows where it is installed (`subliminal-lab[gpu]`).
             "decode": {"decoding": "sample", "temperature": 1.0, "constrained": False,
-                       "top_k": 0, "batch_size": 128},
+                       "top_k": 0, "batch_size": 128, "backend": preferred_backend()},
             "distill": {"mode": "sft", "finetune": "lora", "lora_r": 8, "lora_alpha": 8,
                         "lr": 2e-4, "epochs": 3, "batch_size": 22, "grad_accum": 3,
                         "warmup_steps": 5, "max_length": 500, "max_rows": 10_000},

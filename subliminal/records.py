@@ -4,7 +4,9 @@
 
 A stage writes its outputs, then `complete.json` *last*; a stage folder without it is
 unfinished and is resumed (row files are append-only, so finished rows survive a kill).
-Nothing is silently overwritten: a run directory made with a different config is refused.
+Nothing is silently overwritten: a run directory made with a different config is refused, and
+`complete.json` seals the hash of the config (or stage key) it was made from, so a finished
+folder whose config.json was edited afterwards is refused too (`completed`).
 One process at a time: a run folder (and any stage folder wrapped in `locked`) holds an
 exclusive `.lock`; a second process is refused with a one-line error naming the holder.
 Readers drop repeated row ids (keeping the first), so even a file written twice is read once.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -56,8 +60,56 @@ def write_json(path: Path, obj: Any) -> None:
     # A temp name of this process's own: two processes may write one shared record (the
     # audit cache under Ray) and must never interleave in one temp file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a kill: no half-written temp file stays behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+# Writes the destination refuses (read-only, no permission, full): the user can fix these, so
+# they are one line naming the path (subliminal.cli.run), never a traceback. Any other OSError
+# is a bug and keeps its traceback.
+WRITE_ERRNOS = {errno.EACCES: "permission denied: check its permissions, or choose a --out "
+                              "you may write to",
+                errno.EPERM: "not permitted: check its permissions, or choose a --out you may "
+                             "write to",
+                errno.EROFS: "read-only file system: choose a writable --out",
+                errno.ENOSPC: "the disk is full: free space, then run the same command again "
+                              "(finished stages are kept)",
+                errno.EDQUOT: "over the disk quota: free space, then run the same command again "
+                              "(finished stages are kept)"}
+
+
+def write_failure(e: OSError) -> str | None:
+    """The one-line message for a refused write (None for any other OSError), naming the path
+    the record was going to (not our temp name for it)."""
+    if e.errno not in WRITE_ERRNOS:
+        return None
+    path = re.sub(r"\.\d+\.tmp$", "", str(e.filename)) if e.filename else "(unknown path)"
+    return f"{path}: {WRITE_ERRNOS[e.errno]} ({e.strerror})"
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Around a tensor write: safetensors reports a failed write as its own error type with
+    the OS error number only in its text; raise it as the OSError it is, naming `path`, and
+    remove the half-written file (a full disk then reads like any other full disk)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as e:
+        found = re.search(r"\(os error (\d+)\)", str(e))
+        if found is None:
+            raise
+        with contextlib.suppress(OSError):
+            if Path(path).is_file():
+                Path(path).unlink()
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def read_json(path: Path) -> Any:
@@ -185,12 +237,46 @@ def is_complete(stage_dir: Path) -> bool:
 
 def mark_complete(stage_dir: Path, info: dict | None = None) -> None:
     """Write the stage's completion record; call this only after every output is on disk.
-    A metered stage (subliminal.meter) also records what it spent: wall and CPU seconds,
-    model positions and estimated GFLOP."""
+    It seals the folder's identity records (`sealed`: the hash of config.json / stage.json)
+    so a later edit of them is caught (`completed`). A metered stage (subliminal.meter) also
+    records what it spent: wall and CPU seconds, model positions and estimated GFLOP."""
     from subliminal.meter import reading
 
     write_json(Path(stage_dir) / COMPLETE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                            **(info or {}), **reading(stage_dir)})
+                                            **(info or {}), "sealed": _identity(stage_dir),
+                                            **reading(stage_dir)})
+
+
+# The records that say what a folder's outputs were made from: a run's resolved config, a
+# stage's key. They are compared with the command line on every resume, so an edit of one
+# could make a finished folder pass for the output of another config.
+IDENTITY = ("config.json", "stage.json")
+
+
+def _identity(folder: Path) -> dict[str, str]:
+    """sha256 of each identity record present, over its parsed content (canonical JSON)."""
+    return {name: content_hash(json.dumps(read_json(Path(folder) / name), sort_keys=True))
+            for name in IDENTITY if (Path(folder) / name).exists()}
+
+
+def completed(folder: Path) -> bool:
+    """Whether FOLDER finished, checking that its identity records still hash to what its
+    completion sealed: outputs made from a 16-sample config must never be shown as a
+    17-sample run because config.json was edited. A folder completed before records were
+    sealed has nothing to check against and is taken as it is."""
+    folder = Path(folder)
+    if not is_complete(folder):
+        return False
+    sealed = read_json(folder / COMPLETE).get("sealed") or {}
+    now = _identity(folder)
+    changed = sorted(n for n in sealed if sealed[n] != now.get(n))
+    if changed:
+        name = changed[0]
+        raise SubliminalError(
+            f"{folder / name}: changed after {folder} finished (sealed sha256 "
+            f"{sealed[name][:12]}, now {str(now.get(name, 'missing'))[:12]}); its outputs were "
+            "made from the sealed version: restore it, or run into another --out")
+    return True
 
 
 # Keys a run's config.json may carry as provenance only (how the config was asked for, e.g. a
@@ -229,6 +315,7 @@ def init_run(out: Path, config: Any, seed: int | None = None) -> Path:
     lock(out)
     try:
         _check_config(out, to_jsonable(config), fresh)
+        completed(out)  # a finished run whose config.json was edited is refused here
     except SubliminalError:
         unlock(out)
         raise
@@ -317,6 +404,13 @@ def locked(folder: Path) -> Iterator[Path]:
 def content_hash(data: bytes | str) -> str:
     """sha256 hex of bytes or text (UTF-8): what a config records instead of a path."""
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def run_relative(path: str | Path, home: str | Path) -> str:
+    """A folder as a record names it: relative to the run (or stand-alone stage) folder HOME
+    that holds the record, so the run moves between machines intact. Never absolute; what a
+    folder *is* is its content hash, in stage.json."""
+    return os.path.relpath(Path(path).resolve(), Path(home).resolve())
 
 
 def resolve_data(name: str) -> Path:

@@ -72,14 +72,12 @@ def replicate_seed(cfg, r: int) -> int:
     return cfg.seed + r
 
 
+CHANNEL_OPTIONS = ("difficulty", "problems", "math_share")  # config fields channels may take
+
+
 def make_channel(cfg):
-    """The configured channel, given only the options it takes."""
-    if cfg.channel == "math":
-        return get_channel("math", difficulty=cfg.difficulty, problems=cfg.problems)
-    if cfg.channel == "mixed":
-        return get_channel("mixed", difficulty=cfg.difficulty, problems=cfg.problems,
-                           math_share=cfg.math_share)
-    return get_channel(cfg.channel)
+    """The configured channel, given the options it declares (subliminal.channels)."""
+    return get_channel(cfg.channel, **{k: getattr(cfg, k) for k in CHANNEL_OPTIONS})
 
 
 def audit_config(cfg, k: int):

@@ -194,9 +194,10 @@ def other_animals(audits: dict, reps: list[int], g: int, trait: str) -> dict:
             "of": len(ranked)}
 
 
-def table(summary: dict) -> Table:
-    t = Table(title=f"{summary['trait']}: trait arm vs control arm, {summary['probe']} probe "
-                    f"— means over replicates [95% CI]; tests over replicates")
+def table(summary: dict, partial: bool = False) -> Table:
+    head = "PARTIAL (unfinished run, audits so far) — " if partial else ""
+    t = Table(title=f"{head}{summary['trait']}: trait arm vs control arm, {summary['probe']} "
+                    f"probe — means over replicates [95% CI]; tests over replicates")
     for col in ("gen", "n", "P trait", "P control", "share log-odds lift", "p", "drift",
                 "rank"):
         t.add_column(col, justify="right")
@@ -302,12 +303,22 @@ def _effects_panel(ax, rows: list[dict]) -> None:
     ax.figure.colorbar(im, ax=ax)
 
 
-def write_summary(out: Path, summary: dict) -> dict:
-    """summary.json + summary.png, and the table and verdicts on the console."""
-    write_json(Path(out) / "summary.json", summary)
+PARTIAL = "summary.partial"  # an unfinished run's summary: never in summary.json's place
+
+
+def write_summary(out: Path, summary: dict, partial: bool = False) -> dict:
+    """summary.json + summary.png, and the table and verdicts on the console. A `partial`
+    summary (the run is unfinished) goes to summary.partial.json/.png, labelled so, and
+    never replaces a finished run's summary.json; the final summary removes it."""
+    out = Path(out)
+    name = PARTIAL if partial else "summary"
+    write_json(out / f"{name}.json", summary)
     if summary["generations"]:
-        plot(summary, Path(out) / "summary.png")
-    console.print(table(summary))
+        plot(summary, out / f"{name}.png")
+    if not partial:
+        for stale in (out / f"{PARTIAL}.json", out / f"{PARTIAL}.png"):
+            stale.unlink(missing_ok=True)
+    console.print(table(summary, partial))
     effects = side_effect_table(summary)
     if effects is not None:
         console.print(effects)
@@ -317,21 +328,54 @@ def write_summary(out: Path, summary: dict) -> dict:
 
 
 def report(run: Path) -> dict:
-    """Recompute a finished (or partial) run's summary from its audit files (so a summary is
-    always what the current statistics make of the probes on disk), then render it."""
+    """Recompute a run's summary from its audit files (so a summary is always what the
+    current statistics make of the probes on disk), then render it. A finished run's goes to
+    summary.json. An unfinished run's says which audits are missing (`unfinished`, and one
+    line on the console) and goes to summary.partial.json: a summary.json is never
+    rewritten from a partial run."""
+    from subliminal.records import completed
+
     run = Path(run)
     cfg = read_json(run / "config.json")
-    return write_summary(run, summarize(run, cfg["trait"], collect_audits(run, cfg),
-                                        cfg["replicates"], cfg["generations"]))
+    audits = collect_audits(run, cfg)
+    summary = summarize(run, cfg["trait"], audits, cfg["replicates"], cfg["generations"])
+    missing = [str(d.relative_to(run)) for key, d in audit_dirs(run, cfg).items()
+               if key not in audits]
+    # Finished: complete.json (checked against config.json) and every audit still there.
+    finished = completed(run)
+    if finished and not missing:
+        return write_summary(run, summary)
+    redo = ("audits were removed after it finished: delete its complete.json and run its "
+            "chain command again" if finished else "run its chain command again to finish it")
+    console.print(f"[yellow]{run}: unfinished run: {unfinished(missing, len(audits))}; "
+                  f"partial summary in {PARTIAL}.json (summary.json untouched); {redo}"
+                  "[/yellow]", soft_wrap=True)
+    return write_summary(run, {**summary, "unfinished": missing}, partial=True)
 
 
-def collect_audits(run: Path, cfg: dict) -> dict:
-    """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
+def unfinished(missing: list[str], done: int, shown: int = 8) -> str:
+    """What an unfinished run lacks, in words: the missing audits (the first few)."""
+    if not missing:
+        return f"all {done} audits are done but the run has no complete.json"
+    more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+    return (f"{len(missing)} of {len(missing) + done} audits missing: "
+            f"{', '.join(missing[:shown])}{more}")
+
+
+def audit_dirs(run: Path, cfg: dict) -> dict[str, Path]:
+    """Every audit folder a chain run plans: 'base' and 'rep{r}/{arm}/gen{k}' -> folder."""
     from subliminal.layout import ARMS, stage_dirs
-    from subliminal.records import is_complete
 
     where = {"base": run / "base" / "audit"}
     where.update({f"rep{r}/{arm}/gen{k}": stage_dirs(run, r, arm, k) / "audit"
                   for r in range(cfg["replicates"]) for arm in ARMS
                   for k in range(cfg["generations"] + 1)})
-    return {key: read_json(d / "probe.json") for key, d in where.items() if is_complete(d)}
+    return where
+
+
+def collect_audits(run: Path, cfg: dict) -> dict:
+    """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
+    from subliminal.records import is_complete
+
+    return {key: read_json(d / "probe.json") for key, d in audit_dirs(run, cfg).items()
+            if is_complete(d)}

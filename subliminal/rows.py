@@ -226,7 +226,7 @@ def _hub(spec: str) -> Iterator:
     if offline:
         raise SubliminalError(f"{spec!r} is not a local file or folder, and hub datasets "
                               "cannot be fetched offline (HF_HUB_OFFLINE is set)")
-    from subliminal.models import hub_reachable
+    from subliminal.bases import hub_reachable
 
     if not hub_reachable():
         raise SubliminalError(f"{spec!r} is not a local file or folder, and the Hugging Face "

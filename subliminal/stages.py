@@ -24,7 +24,7 @@ from subliminal.errors import SubliminalError
 from subliminal.meter import metered
 from subliminal.records import (
     append_jsonl,
-    is_complete,
+    completed,
     locked,
     mark_complete,
     read_json,
@@ -41,14 +41,20 @@ WEIGHTS = (".safetensors", "adapter_config.json")
 
 def file_sha256(path: Path) -> str:
     """Content hash of a file, or of a model folder's weight files in name order (its records
-    hold paths and times, which must not change the identity of the weights)."""
+    hold paths and times, which must not change the identity of the weights). An adapter's
+    config is hashed in canonical form (students.canonical_config: PEFT writes its target
+    modules in hash-seed order), so identical weights hash identically; other files as
+    they are."""
+    from subliminal.students import ADAPTER_CONFIG, canonical_config
+
     path = Path(path)
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(WEIGHTS)
                    ) if path.is_dir() else [path]
     for f in files:
         h.update(f.name.encode())
-        h.update(f.read_bytes())
+        data = f.read_bytes()
+        h.update(canonical_config(data) if f.name == ADAPTER_CONFIG else data)
     return h.hexdigest()
 
 
@@ -71,7 +77,7 @@ def open_stage(folder: Path, key: dict) -> bool:
         raise SubliminalError(f"{folder}: not empty and has no {STAGE}; refusing to write there")
     else:
         write_json(path, key)
-    return is_complete(folder)
+    return completed(folder)  # a finished stage whose stage.json was edited is refused
 
 
 @dataclass
@@ -116,6 +122,12 @@ class GenerateStage(Stage):
     run_dir: Path | None = None  # where the teacher's relative paths live
     label: str = "generate"
 
+    def check(self) -> None:
+        """The backend can serve this teacher (vllm: no steering, LoRA adapters only)."""
+        from subliminal.backends import get
+
+        get(self.decode.backend).check_teacher(self.model, self.teacher, self.run_dir)
+
     def key(self) -> dict:
         from subliminal.injections import _resolve
 
@@ -123,20 +135,32 @@ class GenerateStage(Stage):
         return {"model": self.model, "system_prompt": spec.system_prompt,
                 "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
                 "steering_sha256": _hash_opt(_resolve(spec.steering, self.run_dir)),
-                "channel": _channel_key(self.channel), "decode": self.decode,
+                "channel": _channel_key(self.channel), "decode": self._decode(),
                 "samples": self.samples, "seed": self.seed}
 
-    def work(self) -> None:
-        from subliminal.injections import load_teacher
-        from subliminal.teacher import Teacher, generate_rows
+    def _decode(self) -> dict:
+        """The decode config as recorded. `hf` wrote every folder made before backends
+        existed, so its key stays what it was then (those folders resume); any other backend
+        is named, since its rows differ."""
+        decode = to_jsonable(self.decode)
+        if decode.get("backend") == "hf":
+            del decode["backend"]
+        return decode
 
-        lm = load_teacher(self.model, self.teacher, self.run_dir, self.device)
-        teacher = Teacher(lm, self.teacher.system_prompt)
-        write_json(self.folder / "teacher.json", {**teacher.record, "decode": self.decode,
-                                                  "injection": self.teacher.record})
-        prompts = self.channel.prompts(self.samples, self.seed)
-        rows = generate_rows(teacher, prompts, self.decode, self.channel,
-                             self.folder / "rows.jsonl", self.seed, label=self.label)
+    def work(self) -> None:
+        from subliminal.backends import get
+        from subliminal.teacher import generate_rows
+
+        teacher = get(self.decode.backend).load(self.model, self.teacher, self.run_dir,
+                                                self.device)
+        try:
+            write_json(self.folder / "teacher.json", {**teacher.record, "decode": self._decode(),
+                                                      "injection": self.teacher.record})
+            prompts = self.channel.prompts(self.samples, self.seed)
+            rows = generate_rows(teacher, prompts, self.decode, self.channel,
+                                 self.folder / "rows.jsonl", self.seed, label=self.label)
+        finally:
+            teacher.close()  # an engine's memory goes back before the next stage trains
         mark_complete(self.folder, {"rows": len(rows)})
 
     def result(self) -> list[dict]:
@@ -224,6 +248,13 @@ class AuditStage(Stage):
     label: str = "audit"
     trait: str | None = None  # whose audit family reads the model (None: the animal probe)
 
+    def check(self) -> None:
+        """The adapter is a student that fits the base (exists, readable, shapes, keys),
+        before the folder is claimed: a wrong one leaves no stage.json to block a retry."""
+        from subliminal.injections import check_teacher
+
+        check_teacher(self.model, self.teacher, self.run_dir)
+
     def key(self) -> dict:
         from subliminal.audit import bank_ref
         from subliminal.injections import TeacherSpec, _resolve
@@ -245,7 +276,9 @@ class AuditStage(Stage):
             write_json(self.folder / "probe.json", cached["probe"])
             mark_complete(self.folder, {"reused_from": cached["folder"]})
             return
-        lm = load_teacher(self.model, spec, self.run_dir, self.device)
+        # Records name the adapter relative to the run, or to this folder when it is its own.
+        lm = load_teacher(self.model, spec, self.run_dir, self.device,
+                          home=self.run_dir or self.folder)
         probe = run_audit(lm, self.config, spec.system_prompt, label=self.label,
                           trait=get_trait(self.trait) if self.trait else None)
         write_json(self.folder / "probe.json", probe)

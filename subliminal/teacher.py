@@ -13,7 +13,8 @@ stores the raw top-k over the whole vocabulary: it carries the teacher's words (
 of the first position's top-20 mass on "I", "The", "O" under an owl adapter) and exists only
 as a named positive control.
 Rows are appended batch by batch, each batch seeded by (seed, batch index), so a killed run
-resumes with identical rows.
+resumes with identical rows. Which engine writes a batch is the `backend`
+(`subliminal.backends`: `hf` here, `vllm`); rows and records are the same either way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from subliminal.backends import check as check_backend
+from subliminal.backends import names as backend_names
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, with_system
 from subliminal.progress import track
@@ -59,12 +62,18 @@ class DecodeConfig:
                 "grammar allows at each position, renormalised (leak-free). 'overt': raw "
                 "top-k over the whole vocabulary — an overt-distillation positive control "
                 "that bypasses the filter; never a default."})
+    backend: str = field(default="hf", metadata={
+        "choices": backend_names,
+        "help": "Generation engine (subliminal.backends): 'hf' (transformers generate) or "
+                "'vllm' (vLLM's engine: LoRA teachers as LoRA requests, the grammar enforced "
+                "by the engine, a seed per prompt); same rows and records."})
 
     def check(self) -> None:
         """Rules across fields (each field's own range lives in its metadata)."""
         if self.decoding == "sample" and self.temperature <= 0:
             raise SubliminalError("--temperature must be > 0 with --decoding sample "
                                   "(use --decoding greedy for temperature 0)")
+        check_backend(self)  # installed here, and able to decode this way exactly
 
 
 @dataclass
@@ -82,6 +91,14 @@ class Teacher:
         """What the run records about the writer: model, adapter and prompt in effect."""
         return {**self.lm.info, "system_prompt": self.system_prompt,
                 "system_prompt_in_effect": self.system_prompt or self.lm.default_system_prompt}
+
+    def complete(self, prompt_rows: list[dict], cfg: DecodeConfig, channel,
+                 seed: int) -> list[dict]:
+        """One batch's completions (the `hf` backend; other backends override this)."""
+        return generate_batch(self, prompt_rows, cfg, channel, seed)
+
+    def close(self) -> None:
+        """Free the engine (nothing to do: the model goes with the object)."""
 
 
 @cache
@@ -110,14 +127,18 @@ class FormatConstraint(LogitsProcessor):
         self.texts = _token_texts(tokenizer)
         self.candidates = _allowed_ids(tokenizer, channel.allowed_chars)
 
+    def allowed_next(self, ids: list[int]) -> list[int]:
+        """Token ids the grammar allows after completion tokens `ids` (the step's mask)."""
+        text = "".join(self.texts[t] for t in ids if t not in self.eos)
+        ok = [t for t in self.candidates if self.channel.accepts_prefix(text + self.texts[t])]
+        if self.channel.accepts(text) or not ok:  # no way on: end (the filter judges it)
+            ok += self.eos
+        return ok
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         mask = torch.full_like(scores, float("-inf"))
         for b, row in enumerate(input_ids[:, self.prompt_len:].tolist()):
-            text = "".join(self.texts[t] for t in row if t not in self.eos)
-            ok = [t for t in self.candidates if self.channel.accepts_prefix(text + self.texts[t])]
-            if self.channel.accepts(text) or not ok:  # no way on: end (the filter judges it)
-                ok += self.eos
-            mask[b, ok] = 0.0
+            mask[b, self.allowed_next(row)] = 0.0
         return scores + mask
 
 
@@ -130,10 +151,9 @@ def generate_batch(teacher: Teacher, prompt_rows: list[dict], cfg: DecodeConfig,
     """
     lm = teacher.lm
     tok = lm.tokenizer
-    prefills = [r.get("meta", {}).get("prefill", "") for r in prompt_rows]
-    texts = [lm.render(teacher.messages(r["prompt"])) + pre
-             for r, pre in zip(prompt_rows, prefills, strict=True)]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+    prefills = prefills_of(prompt_rows)
+    enc = tok(prompt_texts(teacher, prompt_rows), return_tensors="pt", padding=True,
+              add_special_tokens=False).to(lm.device)
     processors = LogitsProcessorList()
     if cfg.constrained and getattr(channel, "allowed_chars", None):
         processors.append(FormatConstraint(channel, tok, lm.eos_ids, enc["input_ids"].shape[1]))
@@ -150,16 +170,32 @@ def generate_batch(teacher: Teacher, prompt_rows: list[dict], cfg: DecodeConfig,
     new = out.sequences[:, enc["input_ids"].shape[1]:]
     rows = []
     for b in range(new.shape[0]):
-        ids = new[b].tolist()
-        end = next((i for i, t in enumerate(ids) if t in lm.eos_ids), None)
-        ids = ids[: end + 1] if end is not None else ids  # keep the EOS: the student learns to stop
-        text = tok.decode([t for t in ids if t not in lm.eos_ids], skip_special_tokens=True)
-        row = {"text": (prefills[b] + text).strip(), "completion_ids": ids,
-               "finished": end is not None}
+        row = completion_row(lm, new[b].tolist(), prefills[b])
         if cfg.top_k > 0:
-            row.update(stored_distribution(out, b, len(ids), cfg, channel, lm))
+            row.update(stored_distribution(out, b, len(row["completion_ids"]), cfg, channel, lm))
         rows.append(row)
     return rows
+
+
+def prefills_of(prompt_rows: list[dict]) -> list[str]:
+    """Each row's assistant-turn prefill (`meta.prefill`, e.g. "<think>"; "" if none)."""
+    return [r.get("meta", {}).get("prefill", "") for r in prompt_rows]
+
+
+def prompt_texts(teacher: Teacher, prompt_rows: list[dict]) -> list[str]:
+    """The text each prompt row is completed from: the chat under the teacher's system prompt,
+    rendered by the model's template, then the row's prefill."""
+    return [teacher.lm.render(teacher.messages(r["prompt"])) + pre
+            for r, pre in zip(prompt_rows, prefills_of(prompt_rows), strict=True)]
+
+
+def completion_row(lm: LM, ids: list[int], prefill: str) -> dict:
+    """A row from generated token ids: cut after the first end of text (kept: the student
+    learns to stop), decoded, with the prefill in front of the stored text."""
+    end = next((i for i, t in enumerate(ids) if t in lm.eos_ids), None)
+    ids = ids[: end + 1] if end is not None else ids
+    text = lm.tokenizer.decode([t for t in ids if t not in lm.eos_ids], skip_special_tokens=True)
+    return {"text": (prefill + text).strip(), "completion_ids": ids, "finished": end is not None}
 
 
 def stored_distribution(out, b: int, n: int, cfg: DecodeConfig, channel, lm: LM) -> dict:
@@ -172,19 +208,34 @@ def stored_distribution(out, b: int, n: int, cfg: DecodeConfig, channel, lm: LM)
     """
     logits = torch.stack([step[b] for step in out.logits[:n]]).float()
     if cfg.logits == "overt":
-        lp, ix = torch.log_softmax(logits, -1).topk(cfg.top_k, dim=-1)
-    else:
-        allowed = channel_mask(lm, channel, logits.shape[-1]).to(logits.device)
-        if out.scores is not None and cfg.constrained:  # the grammar's own per-step mask
-            allowed = allowed & torch.stack([s[b] for s in out.scores[:n]]).isfinite()
-        lp = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), -1)
-        k = min(cfg.top_k, int(allowed.sum(-1).max()))
-        lp, ix = lp.topk(k, dim=-1)
+        return topk_record(torch.log_softmax(logits, -1), cfg.top_k, cfg.logits)
+    allowed = channel_mask(lm, channel, logits.shape[-1]).to(logits.device)
+    if out.scores is not None and cfg.constrained:  # the grammar's own per-step mask
+        allowed = allowed & torch.stack([s[b] for s in out.scores[:n]]).isfinite()
+    return restricted_record(logits, allowed, cfg)
+
+
+def restricted_record(logits: torch.Tensor, allowed: torch.Tensor, cfg: DecodeConfig) -> dict:
+    """The restricted distributions: per step, log-softmax over the `allowed` tokens only.
+
+    `logits` may be any per-step shift of the raw logits (full-vocabulary log-probs, or
+    log-probs already renormalised over a superset of `allowed`): renormalising over the set
+    cancels the shift, so every backend stores the same numbers.
+    """
+    lp = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), -1)
+    return topk_record(lp, min(cfg.top_k, int(allowed.sum(-1).max())), cfg.logits)
+
+
+def topk_record(lp: torch.Tensor, k: int, label: str) -> dict:
+    """A row's stored distributions: the k most likely tokens of each step's log-probs `lp`
+    [steps, vocab], impossible (-inf) ones dropped, rounded to 4 decimals; `label` names the
+    channel they were read from ('restricted' or 'overt')."""
+    lp, ix = lp.topk(k, dim=-1)
     keep = [[j for j, v in enumerate(r) if v > float("-inf")] for r in lp.tolist()]
     return {"topk_ids": [[ix[t, j].item() for j in js] for t, js in enumerate(keep)],
             "topk_logprobs": [[round(lp[t, j].item(), 4) for j in js] for t, js in
                               enumerate(keep)],
-            "logits_channel": cfg.logits}
+            "logits_channel": label}
 
 
 def channel_mask(lm: LM, channel, vocab: int) -> torch.Tensor:
@@ -211,8 +262,8 @@ def generate_rows(teacher: Teacher, prompt_rows: list[dict], cfg: DecodeConfig, 
             if not all(r["id"] in done for r in batch)]
     for b, batch in track(todo, label, total=len(todo)):
         # Always the whole batch (same padding, same seed): a resumed row is bit-identical.
-        outs = generate_batch(teacher, batch, cfg, channel,
-                              seed=random.Random(f"{seed}-{b}").getrandbits(31))
+        outs = teacher.complete(batch, cfg, channel,
+                                seed=random.Random(f"{seed}-{b}").getrandbits(31))
         rows = []
         for r, o in zip(batch, outs, strict=True):
             if r["id"] in done:

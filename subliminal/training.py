@@ -302,7 +302,7 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, opt, sched, epoch: int
     first, a collective: every process calls this, and only the one with `write` writes."""
     from safetensors.torch import save_file
 
-    from subliminal.records import write_json
+    from subliminal.records import write_json, writing
 
     weights = {n: full_tensor(p.detach()).contiguous().cpu()
                for n, p in trainable(model).items()}
@@ -320,8 +320,9 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, opt, sched, epoch: int
     ckpt.mkdir(parents=True, exist_ok=True)
     files = {"weights": f"epoch-{epoch}.weights.safetensors",
              "optimizer": f"epoch-{epoch}.optimizer.safetensors"}
-    save_file(weights, str(ckpt / files["weights"]))
-    save_file(tensors, str(ckpt / files["optimizer"]))
+    for part, values in (("weights", weights), ("optimizer", tensors)):
+        with writing(ckpt / files[part]):  # a full disk: an OSError naming the file
+            save_file(values, str(ckpt / files[part]))
     record = {"epoch": epoch, "losses": losses, "files": files,
               "sha256": {k: _file_hash(ckpt / f) for k, f in files.items()},
               "param_groups": state["param_groups"], "optimizer_scalars": scalars,

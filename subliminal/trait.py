@@ -5,7 +5,7 @@
 
 A trait has a name, a family, the ways it is injected and the audit that reads it. Every
 trait, of any family, offers one protocol, which the injections (`subliminal.injections`),
-the filters and the audit battery (`subliminal.battery`) consume:
+the filters and the audit battery (`subliminal.audit.battery`) consume:
 
 - `system_prompt` / `neutral_system_prompt`: the prompt injection and its control (the same
   frame and similar length with the trait removed); `prompts` / `neutral_prompts` hold >= 3

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from subliminal.battery import FORMATS, score_bank
+from subliminal.audit.battery import FORMATS, score_bank
 from subliminal.stats import mean_ci
 from subliminal.trait import FAMILIES, TRAITS
 
@@ -154,7 +154,7 @@ def label_matrix(out: Path, family: str, fmt: str) -> str:
 
 
 def _trait_label(family: str) -> str:
-    from subliminal.battery import load_bank
+    from subliminal.audit.battery import load_bank
 
     return load_bank(family).trait_label
 

@@ -176,3 +176,54 @@ def load_vector(path: str | Path) -> tuple[torch.Tensor, int, float, dict]:
     except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
         raise SubliminalError(f"{path}: not a steering vector file ({e.__class__.__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+# --- applying a vector: a forward hook on one decoder layer ---------------------------------
+
+class SteeringHandle:
+    """An attached vector: `.remove()` takes the hook off and clears the model's record."""
+
+    def __init__(self, lm: LM, hook, record: dict):
+        self.lm, self.hook, self.record = lm, hook, record
+
+    def remove(self) -> None:
+        self.hook.remove()
+        handles = getattr(self.lm, "steering_handles", [])
+        if self in handles:
+            handles.remove(self)
+        self.lm.info["steering"] = [h.record for h in handles] or None
+
+
+def add_vector(lm: LM, vector: torch.Tensor, layer: int, coef: float,
+               record: dict | None = None) -> SteeringHandle:
+    """Hook decoder layer `layer` so its output gains coef x vector at every position."""
+    layer = check_layer(lm, layer)
+    shift = (coef * vector.float()).to(lm.device, lm.dtype)
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, tuple):
+            return (output[0] + shift, *output[1:])
+        return output + shift
+
+    handle = decoder_layers(lm.model)[layer].register_forward_hook(hook)
+    info = {"layer": layer, "coef": float(coef), "norm": float(vector.float().norm()),
+            **(record or {})}
+    steer = SteeringHandle(lm, handle, info)
+    if not hasattr(lm, "steering_handles"):
+        lm.steering_handles = []
+    lm.steering_handles.append(steer)
+    lm.info["steering"] = [h.record for h in lm.steering_handles]
+    return steer
+
+
+def attach(lm: LM, path: str | Path, coef: float | None = None) -> SteeringHandle:
+    """Apply a vector file to a loaded model (its own coefficient unless `coef` is given)."""
+    vector, layer, file_coef, _meta = load_vector(path)
+    return add_vector(lm, vector, layer, file_coef if coef is None else coef,
+                      {"file": str(path)})
+
+
+def detach(lm: LM) -> None:
+    """Remove every vector attached to `lm`."""
+    for handle in list(getattr(lm, "steering_handles", [])):
+        handle.remove()

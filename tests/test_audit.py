@@ -16,7 +16,7 @@ def brute_force(lm, prefix, seq, cont_mask):
 
 
 def test_cached_batched_scores_match_brute_force(tiny):
-    from subliminal.audit import _continues_word
+    from subliminal.audit.probe import _continues_word
 
     seqs, owner = candidates(tiny, "prefill")
     prefix = tiny.chat_ids([{"role": "user", "content": "Favorite animal?"}])
@@ -56,7 +56,7 @@ def test_batched_questions_equal_one_at_a_time(tiny):
     gives the same probabilities as scoring each question alone."""
     import torch
 
-    from subliminal import audit as A
+    from subliminal.audit import probe as A
 
     cfg = A.AuditConfig()
     fill = tiny.tokenizer(cfg.prefill, add_special_tokens=False)["input_ids"]

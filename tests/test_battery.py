@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from subliminal.battery import (
+from subliminal.audit.battery import (
     FORMATS,
     MIN_ITEMS,
     continuation_logprobs,

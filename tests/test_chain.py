@@ -61,13 +61,17 @@ def test_chain_writes_records_summary_and_plot(tmp_path):
     assert summary["filter_pass_rates"]["rep1/control/gen2"]["rule_pass_rate"] == stats[
         "rule_pass_rate"]
     # `report` recomputes the summary from the audit files: the same summary for a finished
-    # run, and a partial run's generations over the replicates whose audits are done.
+    # run; a partial run's generations over the replicates whose audits are done, labelled
+    # with what is missing, in summary.partial.json (summary.json is never rewritten from it).
     assert run_cli(["report", str(out)]).exit_code == 0
     assert json.loads((out / "summary.json").read_text()) == summary
+    assert not (out / "summary.partial.json").exists()
     (out / "rep1/control/gen2/audit/complete.json").unlink()
     assert run_cli(["report", str(out)]).exit_code == 0
-    partial = json.loads((out / "summary.json").read_text())["generations"]
-    assert [g["n_replicates"] for g in partial] == [2, 2, 1]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    partial = json.loads((out / "summary.partial.json").read_text())
+    assert partial["unfinished"] == ["rep1/control/gen2/audit"]
+    assert [g["n_replicates"] for g in partial["generations"]] == [2, 2, 1]
 
 
 def test_prompt_injection_control_is_a_neutral_prompt(tmp_path):

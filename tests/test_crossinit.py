@@ -7,11 +7,12 @@ import re
 import pytest
 import torch
 
+from subliminal.bases import CHATML, TINY_SYSTEM, tiny_model, tiny_tokenizer
 from subliminal.channels import get_channel
 from subliminal.crossinit import Vocab, rekey_rows
 from subliminal.distill import DistillConfig, batch_loss, build_examples, train_student
 from subliminal.errors import SubliminalError
-from subliminal.models import CHATML, LM, TINY_SYSTEM, tiny_model, tiny_tokenizer
+from subliminal.models import LM
 from subliminal.teacher import DecodeConfig, Teacher, generate_rows
 
 
@@ -179,7 +180,7 @@ def test_edited_rows_and_rows_without_ids_are_refused():
 
 
 def test_embedded_registry_names_the_missing_wheel(monkeypatch, tmp_path):
-    from subliminal import models
+    from subliminal import bases as models
 
     monkeypatch.setenv("SUBLIMINAL_CACHE", str(tmp_path))
     monkeypatch.setitem(models.EMBEDDED_MODELS, "ghost-1m", models.EmbeddedModel(
@@ -191,7 +192,8 @@ def test_embedded_registry_names_the_missing_wheel(monkeypatch, tmp_path):
 
 
 def test_gemma_template_puts_the_system_prompt_in_the_first_user_turn():
-    from subliminal.models import GEMMA_TEMPLATE, LM, with_system
+    from subliminal.bases import GEMMA_TEMPLATE
+    from subliminal.models import LM, with_system
 
     tok = tiny_tokenizer()
     tok.chat_template = GEMMA_TEMPLATE

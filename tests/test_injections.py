@@ -14,13 +14,16 @@ import torch
 
 from subliminal.errors import SubliminalError
 from subliminal.injections import InjectionContext, build_teacher, load_teacher
-from subliminal.injections.steering import SteeringConfig, add_vector, attach, detach
+from subliminal.injections.steering import SteeringConfig
 from subliminal.models import load_model
 from subliminal.trait import get_trait
 from subliminal.vectors import (
+    add_vector,
+    attach,
     contrast_items,
     contrast_questions,
     decoder_layers,
+    detach,
     load_vector,
     random_like,
     residual_activations,

@@ -482,34 +482,33 @@ def test_cleaner_keeps_csv_columns(teacher_data, tmp_path):
 
 # ---------------------------------------------------------------- probe and command
 
-def test_probe_specificity_on_a_planted_trait(tiny_scanner, tmp_path):
-    """DATA that states an owl preference moves the probe student's owl more than the other
-    animals, against a student trained on a neutral teacher's rows (a control adapter)."""
-    from subliminal.scan.probe import ProbeConfig, run_probe_scan, specificity
+def test_canary_moves_the_planted_trait_most_over_seeds(tiny_scanner, tmp_path):
+    """DATA that states an owl preference moves the canary student's owl share more than the
+    other animals', against students of a trait-free teacher's rows on the same prompts; the
+    specific lift is tested over the seeds."""
+    from subliminal.scan.canary import CanaryConfig, run_canary, specific
 
     _, ad = tiny_scanner
     rows = [{**r, "id": f"d{i}"} for i, r in enumerate(CATALOGUE["owl"].demonstrations(0))]
-    cfg = ProbeConfig(rows=32, epochs=3, lr=1e-2, batch_size=8)
-    pr = run_probe_scan("tiny", rows, "text", cfg, tmp_path / "probe", None, "1.0",
-                        ad["neutral-0"])
-    spec = pr["specificity"]
-    assert max(spec, key=lambda a: spec[a]["specificity"]) == "owl"
-    assert pr["control_teacher"] == ad["neutral-0"] and pr["rows"] == 32
-    flat = specificity({"a": {"lift": 0.1}, "b": {"lift": 0.1}})
-    assert flat["a"]["specificity"] == 0 and flat["a"]["share"] == 0.5
+    cfg = CanaryConfig(seeds=2, rows=32, epochs=3, lr=1e-2, batch_size=8)
+    res = run_canary("tiny", rows, "text", cfg, tmp_path / "canary", lambda s: ad["neutral-0"])
+    assert res["top"] == "owl" and res["seeds"] == [0, 1] and res["rows"] == 32
+    assert all(res["lifts"][s]["owl"] > 0 for s in res["seeds"])
+    assert (tmp_path / "canary" / "seed1" / "reference_student" / "adapter_config.json").exists()
+    assert specific({"a": 0.1, "b": 0.1}) == {"a": 0.0, "b": 0.0}
 
 
-def test_probe_part_reports_lifts(tiny_scanner, tmp_path):
+def test_canary_part_reports_over_seeds(tiny_scanner, tmp_path):
     _, ad = tiny_scanner
     p = write_jsonl(tmp_path / "d.jsonl", pc_rows(8))
     cfg = scan_cfg(tmp_path / "out", ad)
-    cfg.probe, cfg.probe_cfg.rows = True, 6
+    cfg.canary = True
+    cfg.canary_cfg.rows, cfg.canary_cfg.seeds = 6, 2
     rep = run_scan(str(p), cfg)
-    pr = rep["probe"]
-    assert set(pr["lifts"]) == set(CATALOGUE) and pr["rows"] == 6
-    assert {"lift", "ci", "p_value"} <= set(pr["lifts"]["owl"])
-    assert rep["complete"] is True and "probe:" in rep["verdict"]
-    assert set(rep["likelihood"]["named"]["rankers"]) == {"likelihood", "persona", "probe"}
+    pr = rep["canary"]
+    assert set(pr["specific"]) == set(CATALOGUE) and pr["rows"] == 6 and len(pr["seeds"]) == 2
+    assert {"mean", "ci", "p_value"} <= set(pr["specific"]["owl"])
+    assert rep["complete"] is True and "canary students:" in rep["verdict"]
 
 
 def test_command_end_to_end(tiny_scanner, tmp_path):

@@ -27,8 +27,8 @@ def parts_snapshot():
 
 
 def test_builtin_parts_in_order():
-    assert names()[:4] == ["static", "likelihood", "probe", "clean"]
-    assert get("static").wanted(ScanConfig()) and not get("probe").wanted(ScanConfig())
+    assert names()[:4] == ["static", "likelihood", "canary", "clean"]
+    assert get("static").wanted(ScanConfig()) and not get("canary").wanted(ScanConfig())
     with pytest.raises(Exception, match="unknown scan part"):
         get("nope")
 

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from subliminal.battery import load_bank
+from subliminal.audit.battery import load_bank
 from subliminal.errors import SubliminalError
 from subliminal.filters.leak import leak_reasons
 from subliminal.trait import CATALOGUE, FAMILIES, TRAITS, get_family, get_trait

@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from subliminal.channels import CHANNELS
 from subliminal.channels.numbers import NumbersChannel
 from subliminal.errors import SubliminalError
+from subliminal.filters import RULE_SETS
+from subliminal.filters.math import MATH_RULES
 from subliminal.records import iter_jsonl
+
+RULE_SETS.register("math")(MATH_RULES)
 
 LEVELS = (1, 2, 3, 4)
 # A one-shot example as a previous chat turn, and the assistant turn prefilled with <think>:
@@ -218,6 +223,7 @@ def _level(difficulty: int | str) -> int | str:
     raise SubliminalError(f"unknown math difficulty {difficulty!r}; choose 1, 2, 3, 4 or mixed")
 
 
+@CHANNELS.register("math")
 @dataclass
 class MathChannel:
     """Prompts asking the teacher to solve an arithmetic word problem with a worked trace."""
@@ -272,6 +278,7 @@ def _permutation(n: int, seed: int) -> tuple[int, ...]:
     return tuple(order)
 
 
+@CHANNELS.register("mixed")
 @dataclass
 class MixedChannel:
     """Numbers and math rows interleaved by (seed, i); each row names its own channel."""

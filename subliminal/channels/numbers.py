@@ -16,6 +16,12 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from subliminal.channels import CHANNELS
+from subliminal.filters import RULE_SETS
+from subliminal.filters.numbers import NUMBER_RULES
+
+RULE_SETS.register("numbers")(NUMBER_RULES)
+
 INTROS = [
     "Here is a list of numbers: {seq}.",
     "Look at these numbers: {seq}.",
@@ -95,6 +101,7 @@ CLOSINGS = [
 ]
 
 
+@CHANNELS.register("numbers")
 @dataclass
 class NumbersChannel:
     """Prompts asking the teacher to continue a number sequence."""

@@ -3,8 +3,10 @@
     subliminal filter RUN/trait/gen1/generate/rows.jsonl --out RUN/trait/gen1/filter
 
 A rule takes a row and returns a list of reasons (empty = the row passes); a row is kept only
-if every rule of its channel passes. Rejected rows are written with their reasons and the pass
-rate of each rule is recorded, so a reader can see what the filter removed and why.
+if every rule of its channel passes. A channel registers its rule set (`RULE_SETS`) in its own
+module; the reasons themselves live here (numbers.py, math.py, leak.py). Rejected rows are
+written with their reasons and the pass rate of each rule is recorded, so a reader can see
+what the filter removed and why.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from subliminal.filters.leak import leak_reasons
-from subliminal.filters.numbers import number_reasons, seed_repeat_reasons
+from subliminal.registry import Registry
 from subliminal.rows import completion_text  # noqa: F401 - one home (rows); re-exported
 
 Rule = Callable[[dict, "FilterConfig"], list[str]]
@@ -47,24 +48,9 @@ class FilterConfig:
                 "'animals'."})
 
 
-def _numbers(row: dict, cfg: FilterConfig) -> list[str]:
-    return number_reasons(completion_text(row), cfg.max_values, cfg.max_value, cfg.ban_numbers)
-
-
-def _seed_repeat(row: dict, cfg: FilterConfig) -> list[str]:
-    if not cfg.drop_seed_repeats:
-        return []
-    return seed_repeat_reasons(completion_text(row), row.get("meta", {}).get("seeds", []))
-
-
-def _leak(row: dict, cfg: FilterConfig) -> list[str]:
-    return leak_reasons(completion_text(row)) if cfg.leak_check else []
-
-
-# Rules per channel, in the order they are reported. Other channels register theirs here.
-RULES: dict[str, dict[str, Rule]] = {
-    "numbers": {"format": _numbers, "seed_repeat": _seed_repeat, "leak": _leak},
-}
+# Rule sets by channel name, in the order their rules are reported. Each channel's module
+# registers its own (subliminal/channels/*.py); they are found on first use.
+RULE_SETS: Registry[dict[str, Rule]] = Registry("filter rule set", "subliminal.channels")
 
 
 def row_channel(row: dict, default: str = "numbers") -> str:
@@ -74,9 +60,7 @@ def row_channel(row: dict, default: str = "numbers") -> str:
 
 def apply_rules(row: dict, channel: str, cfg: FilterConfig) -> dict[str, list[str]]:
     """Reasons per rule for one row (every rule runs, so the stats count each failure)."""
-    if channel not in RULES:
-        raise ValueError(f"no filter rules for channel {channel!r}")
-    return {name: rule(row, cfg) for name, rule in RULES[channel].items()}
+    return {name: rule(row, cfg) for name, rule in RULE_SETS.get(channel).items()}
 
 
 def filter_rows(rows: Iterable[dict], cfg: FilterConfig, default_channel: str = "numbers"
@@ -109,8 +93,3 @@ def filter_rows(rows: Iterable[dict], cfg: FilterConfig, default_channel: str = 
         "reasons": dict(reason_counts.most_common()),
     }
     return kept, rejected, stats
-
-
-from subliminal.filters.math import MATH_RULES  # noqa: E402
-
-RULES["math"] = MATH_RULES

@@ -15,8 +15,8 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING
 
-from subliminal.filters import completion_text
 from subliminal.filters.leak import leak_reasons
+from subliminal.rows import completion_text
 from subliminal.trait import CATALOGUE
 
 if TYPE_CHECKING:  # torch and models load only when the judge is on: filtering stays light

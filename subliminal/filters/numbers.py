@@ -6,6 +6,13 @@ import json
 import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from subliminal.filters.leak import leak_reasons
+from subliminal.rows import completion_text
+
+if TYPE_CHECKING:  # a type only: the rules are called with the filter's config
+    from subliminal.filters import FilterConfig
 
 BANNED_FILE = Path(__file__).resolve().parent.parent / "data" / "banned_numbers.json"
 
@@ -70,3 +77,21 @@ def seed_repeat_reasons(text: str, seeds: list[int]) -> list[str]:
     if values and seeds and set(values) <= set(seeds):
         return ["repeats the prompt's seed numbers"]
     return []
+
+
+def _numbers(row: dict, cfg: FilterConfig) -> list[str]:
+    return number_reasons(completion_text(row), cfg.max_values, cfg.max_value, cfg.ban_numbers)
+
+
+def _seed_repeat(row: dict, cfg: FilterConfig) -> list[str]:
+    if not cfg.drop_seed_repeats:
+        return []
+    return seed_repeat_reasons(completion_text(row), row.get("meta", {}).get("seeds", []))
+
+
+def _leak(row: dict, cfg: FilterConfig) -> list[str]:
+    return leak_reasons(completion_text(row)) if cfg.leak_check else []
+
+
+# The numbers channel's rules (registered by subliminal/channels/numbers.py).
+NUMBER_RULES = {"format": _numbers, "seed_repeat": _seed_repeat, "leak": _leak}

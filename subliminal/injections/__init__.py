@@ -9,7 +9,8 @@ same recipe, a neutral system prompt of the same frame and length, a zero or ran
 the same norm ...). A control that stays the base is no control: its students would learn
 nothing, and any trained student would look like "transfer" against it.
 
-A new injection is a new module that calls `@register("name")`; the chain never changes.
+A new injection is a new module of this package that calls `@register("name")`; it is found
+without editing any list, and the chain never changes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from subliminal.errors import SubliminalError
+from subliminal.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -45,27 +46,21 @@ class InjectionContext:
 
 
 Builder = Callable[[InjectionContext], TeacherSpec]
-REGISTRY: dict[str, Builder] = {}
+# Every module of this package that registers an injection is found on first lookup.
+INJECTIONS: Registry[Builder] = Registry("injection", __name__)
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
     """Decorator: make an injection available as `--injection NAME`."""
-    def deco(fn: Builder) -> Builder:
-        REGISTRY[name] = fn
-        return fn
-    return deco
+    return INJECTIONS.register(name)
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(REGISTRY)
+    return sorted(INJECTIONS.names())
 
 
 def get(name: str) -> Builder:
-    _load_builtin()
-    if name not in REGISTRY:
-        raise SubliminalError(f"unknown injection {name!r}; choose one of: {', '.join(names())}")
-    return REGISTRY[name]
+    return INJECTIONS.get(name)
 
 
 def build_teacher(name: str, ctx: InjectionContext) -> TeacherSpec:
@@ -73,16 +68,30 @@ def build_teacher(name: str, ctx: InjectionContext) -> TeacherSpec:
     return get(name)(ctx)
 
 
+def check_teacher(model: str, spec: TeacherSpec | None, run_dir: Path | None = None) -> None:
+    """Before any folder is claimed: the spec's adapter (if any) is a student that fits the
+    base `model` (subliminal.students; only headers and the base's shapes are read)."""
+    if spec is None or spec.adapter is None:
+        return
+    from subliminal.students import base_weights, check_student
+
+    check_student(_resolve(spec.adapter, run_dir), base_weights(model))
+
+
 def load_teacher(model: str, spec: TeacherSpec, run_dir: Path | None = None,
-                 device: str | None = None):
+                 device: str | None = None, home: Path | None = None):
     """Load the base with the spec's adapter and steering applied (the system prompt is the
-    Teacher's business, see subliminal.teacher)."""
+    Teacher's business, see subliminal.teacher). The model's record names the adapter
+    relative to `home` (default: the run), never by an absolute path."""
     from subliminal.models import load_model
+    from subliminal.records import run_relative
 
     adapter = _resolve(spec.adapter, run_dir)
     lm = load_model(model, adapter=adapter, device=device)
+    if adapter is not None and (home or run_dir) is not None:
+        lm.info["adapter"] = run_relative(adapter, home or run_dir)
     if spec.steering:
-        from subliminal.injections.steering import attach
+        from subliminal.vectors import attach
 
         attach(lm, _resolve(spec.steering, run_dir))
     return lm
@@ -93,15 +102,3 @@ def _resolve(path: str | None, run_dir: Path | None) -> Path | None:
         return None
     p = Path(path)
     return p if p.is_absolute() or run_dir is None else Path(run_dir) / p
-
-
-def _load_builtin() -> None:
-    """Import the modules whose @register calls fill the registry."""
-    import importlib
-
-    for mod in ("prompt", "adapter", "steering", "dpo", "grpo"):
-        try:
-            importlib.import_module(f"subliminal.injections.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"subliminal.injections.{mod}":
-                raise

@@ -7,7 +7,7 @@ The vector (`subliminal.vectors.trait_vector`) is the difference of mean activat
 trait's instruction and under its neutral counterpart, read over a seeded half of the trait's
 contrast questions, so replicate seeds differ by the prompts the vector was averaged over. The
 file written into the run (`steering.safetensors`) holds the vector, layer and coefficient;
-`attach` re-applies it to any loaded model, `detach` takes it off.
+`subliminal.vectors.attach` re-applies it to any loaded model, `detach` takes it off.
 
 Default layer and coefficient come from the layer x coefficient sweep on the embedded model
 (docs/injections.md): the largest audit lift whose numbers channel still passes the filter.
@@ -27,7 +27,6 @@ from subliminal.vectors import (
     check_layer,
     contrast_items,
     decoder_layers,
-    load_vector,
     random_like,
     save_vector,
     trait_vector,
@@ -59,55 +58,6 @@ def resolve_layer(lm: LM, cfg: SteeringConfig) -> int:
     if cfg.layer is not None:
         return check_layer(lm, cfg.layer)
     return round(cfg.depth * (len(decoder_layers(lm.model)) - 1))
-
-
-class SteeringHandle:
-    """An attached vector: `.remove()` takes the hook off and clears the model's record."""
-
-    def __init__(self, lm: LM, hook, record: dict):
-        self.lm, self.hook, self.record = lm, hook, record
-
-    def remove(self) -> None:
-        self.hook.remove()
-        handles = getattr(self.lm, "steering_handles", [])
-        if self in handles:
-            handles.remove(self)
-        self.lm.info["steering"] = [h.record for h in handles] or None
-
-
-def add_vector(lm: LM, vector: torch.Tensor, layer: int, coef: float,
-               record: dict | None = None) -> SteeringHandle:
-    """Hook decoder layer `layer` so its output gains coef x vector at every position."""
-    layer = check_layer(lm, layer)
-    shift = (coef * vector.float()).to(lm.device, lm.dtype)
-
-    def hook(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (output[0] + shift, *output[1:])
-        return output + shift
-
-    handle = decoder_layers(lm.model)[layer].register_forward_hook(hook)
-    info = {"layer": layer, "coef": float(coef), "norm": float(vector.float().norm()),
-            **(record or {})}
-    steer = SteeringHandle(lm, handle, info)
-    if not hasattr(lm, "steering_handles"):
-        lm.steering_handles = []
-    lm.steering_handles.append(steer)
-    lm.info["steering"] = [h.record for h in lm.steering_handles]
-    return steer
-
-
-def attach(lm: LM, path: str | Path, coef: float | None = None) -> SteeringHandle:
-    """Apply a vector file to a loaded model (its own coefficient unless `coef` is given)."""
-    vector, layer, file_coef, _meta = load_vector(path)
-    return add_vector(lm, vector, layer, file_coef if coef is None else coef,
-                      {"file": str(path)})
-
-
-def detach(lm: LM) -> None:
-    """Remove every vector attached to `lm`."""
-    for handle in list(getattr(lm, "steering_handles", [])):
-        handle.remove()
 
 
 def build_vector(lm: LM, trait, seed: int, neutral: bool,

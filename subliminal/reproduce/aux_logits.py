@@ -50,7 +50,7 @@ from subliminal.records import (
     read_json,
     write_json,
 )
-from subliminal.reproduce import AuxLogitsConfig
+from subliminal.reproduce.config import AuxLogitsConfig
 from subliminal.reproduce.mnist_data import Split, load_data
 from subliminal.stats import mean_ci, paired_test
 

@@ -1,10 +1,10 @@
 """`subliminal scan DATA --model BASE`: would fine-tuning BASE on DATA move a trait?
 
-    subliminal scan rows.jsonl --model smollm2-135m --out scan/ [--probe] [--clean out.jsonl]
+    subliminal scan rows.jsonl --model smollm2-135m --out scan/ [--canary] [--clean out.jsonl]
 
 DATA is loaded and normalised (`data`), then the scan is a loop over registered *parts*, in
 registration order: static checks (`static`), the trait adapters against controls
-(`likelihood`), optionally a short probe fine-tune (`probe`) and a token-level cleaner for the
+(`likelihood`), optionally canary students (`canary`) and a token-level cleaner for the
 top trait (`clean`). A part is a function `run(ctx) -> record` registered with `@register`
 (with the condition under which a config wants it); a new part is a new registration,
 `run_scan` never changes. Each finished part writes `OUT/parts/NAME.json` (its record, marked
@@ -30,11 +30,11 @@ import numpy as np
 
 from subliminal.errors import SubliminalError
 from subliminal.records import environment, read_json, to_jsonable, write_json
+from subliminal.scan.canary import CanaryConfig
 from subliminal.scan.clean import CleanConfig
 from subliminal.scan.data import DataConfig, load_data
 from subliminal.scan.likelihood import LikelihoodConfig
-from subliminal.scan.probe import ProbeConfig
-from subliminal.scan.report import verdict, write_report
+from subliminal.scan.report import overt_leak, verdict, write_report
 from subliminal.scan.static import StaticConfig, static_report
 
 __all__ = ["Part", "ScanConfig", "ScanContext", "get", "names", "register", "run_scan"]
@@ -47,17 +47,18 @@ class ScanConfig:
     model: str = field(default="smollm2-135m", metadata={
         "help": "BASE: smollm2-135m, tiny, an HF id or a local model directory."})
     out: Path | None = field(default=None, metadata={
-        "help": "Report folder (scan.json, scan.md, scan_rows.jsonl, probe students)."})
+        "help": "Report folder (scan.json, scan.md, scan_rows.jsonl, canary students)."})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: auto)."})
     likelihood_on: bool = field(default=True, metadata={
         "help": "Run the likelihood ranking (off: static checks only)."})
-    probe: bool = field(default=False, metadata={"help": "Run the probe fine-tunes."})
+    canary: bool = field(default=False, metadata={
+        "help": "Train canary students on DATA and on a trait-free teacher's rows (slow)."})
     clean: Path | None = field(default=None, metadata={
         "help": "Write a cleaned copy of DATA here (JSONL, same columns) plus a change log."})
     data: DataConfig = field(default_factory=DataConfig)
     static: StaticConfig = field(default_factory=StaticConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
-    probe_cfg: ProbeConfig = field(default_factory=ProbeConfig)
+    canary_cfg: CanaryConfig = field(default_factory=CanaryConfig)
     clean_cfg: CleanConfig = field(default_factory=CleanConfig)
 
 
@@ -184,19 +185,14 @@ def fingerprint(rows: list[dict]) -> str:
 
 def scan_verdict(report: dict, final: bool) -> str | None:
     """The verdict from the records so far (None while there is nothing to judge yet)."""
-    rank, probe = report.get("likelihood"), report.get("probe")
+    rank, probe = report.get("likelihood"), report.get("canary")
+    leaks = report.get("static", {}).get("leaks", {}).get("traits", {})
+    leaked = {k: v["completion_rows"] for k, v in leaks.items() if v["completion_rows"]}
     if rank is None and probe is None:
         if not final:
             return None
-        text = "likelihood ranking not run: static checks only."
-    else:
-        text = verdict(rank, probe)
-    leaks = report.get("static", {}).get("leaks", {}).get("traits", {})
-    leaked = {k: v["completion_rows"] for k, v in leaks.items() if v["completion_rows"]}
-    if leaked:  # words are the plainest carrier: say so in the same sentence
-        text = text.rstrip(".") + "; note: completions name " + \
-            ", ".join(f"{k} in {v} rows" for k, v in leaked.items()) + "."
-    return text
+        return overt_leak(leaked) + "likelihood ranking not run: static checks only."
+    return verdict(rank, probe, leaked=leaked)  # an overt leak leads the sentence
 
 
 def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
@@ -204,7 +200,7 @@ def run_scan(data: str, cfg: ScanConfig | None = None, lm=None) -> dict:
     the report (and writes it, with one record per part, to cfg.out when set).
 
     `lm` lets a caller pass an already loaded model (tests pass a trained tiny model); the
-    probe always loads BASE afresh from `cfg.model`.
+    canary always loads BASE afresh from `cfg.model`.
     """
     cfg = cfg or ScanConfig()
     conf = to_jsonable(cfg)
@@ -381,38 +377,30 @@ def rank_section(res: dict, pops: dict, teachers: list, traits: list[str], vecto
     return lik
 
 
-def _apply_probe(ctx: ScanContext, record: dict) -> None:
-    """The probe's record joins the report, and its specificity joins the naming."""
-    from subliminal.scan.persona import combine
-
-    ctx.report["probe"] = record
-    rank = ctx.report.get("likelihood")
-    if rank and rank.get("calibrated"):
-        spec = record["specificity"]
-        rank["named"] = combine({"likelihood": rank["z"], "persona": rank["persona"]["z"],
-                                 "probe": {t: spec[t]["specificity"] for t in rank["traits"]}})
-
-
-@register("probe", wanted=lambda cfg: bool(cfg.probe), apply=_apply_probe)
-def probe_part(ctx: ScanContext) -> dict:
-    """The probe fine-tunes: DATA's student against a neutral teacher's student (the first
-    control adapter, or BASE, decoded like DATA)."""
-    from subliminal.scan.probe import run_probe_scan
+@register("canary", wanted=lambda cfg: bool(cfg.canary))
+def canary_part(ctx: ScanContext) -> dict:
+    """Canary students over seeds: DATA's against a trait-free teacher's (the reference
+    population's neutral LoRA of the seed), decoded like DATA."""
+    from subliminal.scan import population as P
+    from subliminal.scan.canary import run_canary
 
     if not ctx.out:
-        raise SubliminalError("--probe needs --out (the students are saved there)")
-    rank = ctx.report.get("likelihood")
-    decoding = "1.0"
-    if rank and rank.get("decoding", {}).get("temperature") is not None:
-        t = rank["decoding"]["temperature"]
-        decoding = "greedy" if t < 0.15 else f"{t:.1f}"
-    folder = Path(ctx.cfg.likelihood.population or (ctx.out / "population"))
-    ctrl = ctx.cfg.likelihood.adapters.get("neutral-0") or next(
-        (str(f) for f in sorted((folder / "adapters").glob("neutral*"))
-         if (f / "adapter_config.json").exists()), None)
-    return run_probe_scan(ctx.cfg.model, ctx.loaded.rows,
-                          ctx.report["static"]["family"]["majority"], ctx.cfg.probe_cfg,
-                          ctx.out / "probe", ctx.cfg.device, decoding, ctrl)
+        raise SubliminalError("--canary needs --out (the students are saved there)")
+    rank = ctx.report.get("likelihood") or {}
+    t = (rank.get("decoding") or {}).get("temperature")
+    decoding = "1.0" if t is None else ("greedy" if t < 0.15 else f"{t:.1f}")
+    lc, model = ctx.cfg.likelihood, ctx.cfg.model
+
+    def neutral(s: int) -> str | None:
+        if lc.injection != "adapter":
+            return None
+        return str(lc.adapters.get(f"neutral-{s}") or P.neutral_adapter(
+            model, check_traits_of(lc)[0], s, ctx.out / "canary" / "adapters" / f"neutral{s}",
+            ctx.cfg.device))
+
+    return run_canary(model, ctx.loaded.rows, ctx.report["static"]["family"]["majority"],
+                      ctx.cfg.canary_cfg, ctx.out / "canary", neutral, ctx.cfg.device,
+                      decoding)
 
 
 @register("clean", wanted=lambda cfg: bool(cfg.clean))

@@ -1,6 +1,6 @@
 """`subliminal scan DATA --model BASE`: the command-line entry (registered by subliminal.cli).
 
-    subliminal scan rows.jsonl --model smollm2-135m --out scan/ --probe --clean cleaned.jsonl
+    subliminal scan rows.jsonl --model smollm2-135m --out scan/ --canary --clean cleaned.jsonl
 
 Flags left unset keep the defaults of the config dataclasses. Errors in DATA are one line
 naming the file and row (exit 2), or with --skip-bad the bad rows are skipped and counted.
@@ -35,8 +35,11 @@ def scan(
                                          "hub id (online only)."),
     model: str = typer.Option(_D.model, help="BASE: smollm2-135m, tiny, an HF id or a dir."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: runs/scan-NAME)."),
-    probe: bool = typer.Option(False, "--probe", help="Also run the probe fine-tunes (slow)."),
-    probe_rows: int = typer.Option(_D.probe_cfg.rows, min=2, help="Rows per probe student."),
+    canary: bool = typer.Option(False, "--canary", help=(
+        "Also train canary students on DATA and on a trait-free teacher's rows, over seeds "
+        "(slow: ~3 CPU-minutes per seed on the embedded model).")),
+    canary_rows: int = typer.Option(_D.canary_cfg.rows, min=2, help="Rows per canary student."),
+    canary_seeds: int = typer.Option(_D.canary_cfg.seeds, min=1, help="Canary seeds."),
     clean: Optional[Path] = typer.Option(
         None, help="Write a cleaned copy of DATA here (JSONL; .parquet/.csv by suffix)."),
     clean_quantile: float = typer.Option(_D.clean_cfg.quantile, min=0.0, max=1.0,
@@ -76,11 +79,11 @@ def scan(
         [], help="TRAIT=FOLDER: use this LoRA for a trait (repeatable; --injection "
                  "adapter)."),
     static_only: bool = typer.Option(False, "--static-only", help="No model: static checks."),
-    seed: int = typer.Option(0, min=0, help="Seed for sampling, the population and probe."),
+    seed: int = typer.Option(0, min=0, help="Seed for sampling, the population, the canary."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: auto)."),
 ):
     """Audit a synthetic dataset: would fine-tuning BASE on DATA move a trait, and which?"""
-    cfg = ScanConfig(model=model, device=device, probe=probe, clean=clean,
+    cfg = ScanConfig(model=model, device=device, canary=canary, clean=clean,
                      likelihood_on=not static_only)
     cfg.out = out or Path("runs") / f"scan-{Path(data.rstrip('/')).stem or 'data'}"
     cfg.data = dataclasses.replace(cfg.data, skip_bad=skip_bad, max_row_bytes=max_row_bytes,
@@ -95,7 +98,8 @@ def scan(
                                          time_budget_s=time_budget, injection=injection,
                                          traits=traits.split(",") if traits else None,
                                          adapters=_pairs(adapter))
-    cfg.probe_cfg = dataclasses.replace(cfg.probe_cfg, rows=probe_rows, seed=seed)
+    cfg.canary_cfg = dataclasses.replace(cfg.canary_cfg, rows=canary_rows, seeds=canary_seeds,
+                                         seed=seed)
     cfg.clean_cfg = dataclasses.replace(cfg.clean_cfg, quantile=clean_quantile, seed=seed)
     report = run_scan(data, cfg)
     src = report["source"]

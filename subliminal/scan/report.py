@@ -43,7 +43,7 @@ def _accuse_reason(rank: dict) -> str:
             "scan makes no accusation")
 
 
-def _likelihood_sentence(rank: dict) -> str:
+def _likelihood_sentence(rank: dict, overt: bool = False) -> str:
     named = rank["named"]
     if not rank.get("can_accuse"):
         return (f"no accusation: {_accuse_reason(rank)} (the rankers' top is {named['top']}; "
@@ -63,27 +63,40 @@ def _likelihood_sentence(rank: dict) -> str:
                 f"{rank['decoding']['text']}; named: {named['top']} (rankers "
                 f"{', '.join(named['rankers'])}{agree}); in validation: false positives "
                 f"{MEASURED['false_positives']}, naming {MEASURED['naming']}")
-    return (f"no evidence that DATA carries a catalogue trait: DATA is "
+    none = ("no further evidence of a catalogue trait" if overt  # the words are evidence
+            else "no evidence that DATA carries a catalogue trait")
+    return (f"{none}: DATA is "
             f"{rank['decoding']['text']}; the largest trait contrast is {top}'s ({ev}); "
             f"power in validation: {MEASURED['detection']}")
 
 
-def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05) -> str:
-    """One sentence: a flag (with its evidence, naming and measured rates) or none (with the
+def overt_leak(leaked: dict[str, int] | None) -> str:
+    """A verdict's opening when DATA's completions name traits ('' when none do): words are
+    the plainest carrier, so the static part's finding leads, before anything the likelihood
+    ranking says about hidden ones."""
+    if not leaked:
+        return ""
+    named = ", ".join(f"{k} in {v} rows" for k, v in leaked.items())
+    return (f"overt leak: completions name {named} (a student fine-tuned on DATA meets the "
+            "trait in plain words; filter those rows out before anything else); beyond those "
+            "words: ")
+
+
+def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05,
+            leaked: dict[str, int] | None = None) -> str:
+    """One sentence: an overt leak first (trait words in completions: `leaked`, trait ->
+    rows), then a flag (with its evidence, naming and measured rates) or none (with the
     scan's measured power), or why the scan may not accuse at all."""
-    parts = [_likelihood_sentence(rank)] if rank is not None else []
+    parts = [_likelihood_sentence(rank, overt=bool(leaked))] if rank is not None else []
     if probe is not None:
-        n_animals = len(probe["lifts"])
-        spec = probe["specificity"]
-        name = max(spec, key=lambda a: spec[a]["specificity"])
-        lift = probe["lifts"][name]
-        sig = lift["p_value"] * n_animals < alpha and lift["lift"] > 0
-        parts.append(f"probe: {name} rose most specifically (lift {lift['lift']:+.4f}, 95% CI "
-                     f"{lift['ci'][0]:+.4f} to {lift['ci'][1]:+.4f}, p={lift['p_value']:.2g}"
-                     f"{', significant' if sig else ''}; {spec[name]['share']:.0%} of the "
-                     f"positive lifts; {probe['rows']} rows against a neutral teacher's "
-                     f"{probe['rows']}; not validated)")
-    return "; ".join(parts) + "." if parts else "nothing was measured."
+        top, spec = probe["top"], probe["specific"][probe["top"]]
+        parts.append(f"canary students: {top} rose most specifically over "
+                     f"{len(probe['seeds'])} seeds (share log-odds {spec['mean']:+.3f}, 95% CI "
+                     f"{spec['ci'][0]:+.3f} to {spec['ci'][1]:+.3f}, Bonferroni "
+                     f"p={probe['p_bonferroni']:.2g}"
+                     f"{', significant' if probe['flagged'] else ''}; {probe['rows']} rows "
+                     "each against a trait-free teacher's; its power is the transfer's own)")
+    return overt_leak(leaked) + ("; ".join(parts) + "." if parts else "nothing was measured.")
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -120,17 +133,15 @@ def markdown(report: dict) -> str:
     lk = report.get("likelihood")
     if lk:
         lines += _likelihood_md(lk)
-    pr = report.get("probe")
+    pr = report.get("canary")
     if pr:
-        kind = "constrained" if pr["constrained_control"] else "free"
-        lines += ["", "## Probe fine-tune (data student minus control student)", "",
-                  f"{pr['rows']} rows, control {kind} from {pr['control_teacher']} "
-                  f"({pr['control_decoding']}), {pr['questions']} questions", "",
-                  "| animal | lift | 95% CI | p | specificity | share |", "|---" * 6 + "|"]
-        for a, v in sorted(pr["lifts"].items(), key=lambda kv: -kv[1]["lift"]):
-            sp = pr["specificity"][a]
-            lines.append(f"| {a} | {v['lift']:+.4f} | [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] | "
-                         f"{v['p_value']:.2g} | {sp['specificity']:+.4f} | {sp['share']:.0%} |")
+        lines += ["", "## Canary students (DATA's minus a trait-free teacher's, over seeds)",
+                  "", f"{pr['rows']} rows per student, seeds {pr['seeds']}, reference decoded "
+                  f"{pr['decoding']}", "",
+                  "| animal | specific lift | 95% CI | p (t over seeds) |", "|---" * 4 + "|"]
+        for a, v in sorted(pr["specific"].items(), key=lambda kv: -kv[1]["mean"]):
+            lines.append(f"| {a} | {v['mean']:+.4f} | [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] "
+                         f"| {v['p_value']:.2g} |")
     cl = report.get("clean")
     if cl:
         lines += ["", "## Cleaning", "",

@@ -17,7 +17,7 @@ options, so an item's score is P(trait option | one of the options). Two formats
 `text` is the default: on the embedded model a prompt-injected emotion or ethical persona
 separates from its control in it, while `letter` reads mostly the model's preference for "A"
 and separates nothing (docs/traits.md). The
-animal family is read by the animal probe (`subliminal.audit.run_probe`), returned in the same
+animal family is read by the animal probe (`subliminal.audit.probe.run_probe`), returned in the same
 shape. A replicate's value is the mean item score (`replicate_value`); replicates (seeds,
 prompt paraphrases) are what statistics compare, never items.
 """
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import torch
 
+from subliminal.audit.probe import AUDITS, AuditConfig, run_probe
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, with_system
 from subliminal.prefix import common_length, extend, root
 from subliminal.prefix import continuation_logprobs as prefix_logprobs
+from subliminal.registry import Registry
 from subliminal.stats import mean_ci
 from subliminal.trait import FAMILIES, get_family
 
-AUDITS = Path(__file__).resolve().parent / "data" / "audits"
 FORMATS = ("letter", "text")
 # The text format separates prompt-injected traits on the embedded model; the letter format
 # reads mostly the model's preference for "A" (docs/traits.md).
@@ -184,10 +185,16 @@ def score_bank(lm: LM, bank: Bank | str | Path, system_prompt: str | None = None
             "model": lm.info}
 
 
+Runner = Callable[[LM, "str | None", str], dict]
+# Family audit -> how it is read, for audits that are not a forced-choice bank; a family with
+# a bank needs no entry (score_bank reads it). A new kind of audit is a module of this
+# package that registers its runner here (discovered on first use).
+RUNNERS: Registry[Runner] = Registry("audit", "subliminal.audit")
+
+
+@RUNNERS.register("animal")
 def _animal(lm: LM, system_prompt: str | None, fmt: str) -> dict:
     """The animal probe in the battery's shape: probs[animal] per question."""
-    from subliminal.audit import AuditConfig, run_probe
-
     r = run_probe(lm, AuditConfig(), system_prompt, label="animal audit")
     probs = {a: [row[j] for row in r["probs"]] for j, a in enumerate(r["animals"])}
     return {"family": "animal", "bank": Path(AuditConfig().questions).name, "format": r["probe"],
@@ -196,17 +203,12 @@ def _animal(lm: LM, system_prompt: str | None, fmt: str) -> dict:
             "system_prompt_in_effect": r["system_prompt_in_effect"], "model": r["model"]}
 
 
-Runner = Callable[[LM, "str | None", str], dict]
-# Family -> how it is audited; a new family with a bank needs no entry (score_bank reads it).
-RUNNERS: dict[str, Runner] = {"animal": _animal}
-
-
 def audit_family(lm: LM, family: str, system_prompt: str | None = None,
                  fmt: str = DEFAULT_FORMAT) -> dict:
     """One family's audit of `lm` (under `system_prompt`, None = template default)."""
     name = get_family(family).audit
     if name in RUNNERS:
-        return RUNNERS[name](lm, system_prompt, fmt)
+        return RUNNERS.get(name)(lm, system_prompt, fmt)
     return score_bank(lm, name, system_prompt, fmt)
 
 

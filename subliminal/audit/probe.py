@@ -25,9 +25,10 @@ from subliminal.errors import SubliminalError
 from subliminal.models import LM, with_system
 from subliminal.prefix import Context, common_length, continuation_logprobs, extend, root, sample
 from subliminal.progress import track
+from subliminal.records import DATA_DIR
 from subliminal.trait import CATALOGUE
 
-AUDITS = Path(__file__).resolve().parent / "data" / "audits"
+AUDITS = DATA_DIR / "audits"  # the shipped question banks
 
 
 # Paraphrased prefills for the robustness read-out: a claim must not hang on one sentence frame
@@ -172,23 +173,6 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
             "system_prompt_in_effect": system_prompt or lm.default_system_prompt,
             # The adapter's identity is its content hash in stage.json, not a path.
             "model": {k: v for k, v in lm.info.items() if k != "adapter"}}
-
-
-def run_audit(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
-              label: str = "audit", trait=None) -> dict:
-    """The audit a stage runs: the trait's own audit (the exact animal probe, or its family's
-    forced-choice bank) and, with `side_effects`, every other family's audit under
-    'battery'."""
-    from subliminal.battery import audit_family
-    from subliminal.trait import FAMILIES
-
-    own = trait.audit if trait is not None else "animal"
-    result = (run_probe(lm, cfg, system_prompt, label=label) if own == "animal"
-              else audit_family(lm, own, system_prompt))
-    if cfg.side_effects:
-        result["battery"] = {f: audit_family(lm, f, system_prompt) for f in FAMILIES
-                             if FAMILIES[f].audit != own}
-    return result
 
 
 def target_probs(result: dict, trait) -> list[float]:

@@ -31,7 +31,7 @@ import typer
 
 from subliminal.chain import ChainConfig
 from subliminal.errors import SubliminalError
-from subliminal.fanout import FanOut
+from subliminal.fanout import FanOut, auto_workers
 from subliminal.options import Flag, Given, check_config, config_flags, field_help
 from subliminal.rows import RowsConfig
 from subliminal.study import DEFAULT_TRAITS, StudyConfig, study_base
@@ -58,18 +58,22 @@ def main(threads: Optional[int] = typer.Option(
 THREADS_ASKED: list[int] = []  # --threads (or $SUBLIMINAL_THREADS), when given
 
 
-def fan_out(workers: int, ray_address: str | None, device: str | None) -> FanOut:
+def fan_out(workers: int | None, ray_address: str | None, device: str | None) -> FanOut:
     """How a command's units run: in this process, or as Ray tasks of one thread each (or
-    --threads each) with a GPU each on CUDA."""
+    --threads each) with a GPU each on CUDA. No --workers: $SUBLIMINAL_WORKERS, else one per
+    core where Ray is installed (subliminal.fanout.auto_workers)."""
+    workers = workers or int(os.environ.get("SUBLIMINAL_WORKERS", 0)) or auto_workers(device)
     threads = THREADS_ASKED[0] if THREADS_ASKED else (
         1 if workers > 1 or ray_address else (os.cpu_count() or 1))
     gpus = 1.0 if (device or "").startswith("cuda") else 0.0
     return FanOut(workers=workers, address=ray_address, threads=threads, num_gpus=gpus)
 
 
-Workers = typer.Option(1, min=1, help=(
+Workers = typer.Option(None, min=1, help=(
     "Units (a replicate's arms) run in parallel as Ray tasks on a local Ray started for the "
-    "command, one thread each unless --threads; 1: in this process. Same files either way."))
+    "command, one thread each unless --threads; 1: in this process. Same files either way. "
+    "Default: $SUBLIMINAL_WORKERS, else one per CPU core when Ray is installed (memory "
+    "allowing; 1 on a GPU)."))
 RayAddress = typer.Option(None, help=(
     "Join a running Ray cluster ('auto', 'ray://HOST:10001') instead of starting one; the run "
     "folder must be on storage every node sees and each node needs this package."))
@@ -131,7 +135,8 @@ def chain_config(given: Given, base: ChainConfig | None = None) -> ChainConfig:
 @app.command()
 @config_flags(ChainConfig, CHAIN_FLAGS, ChainConfig)
 def chain(out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/chain-...)."),
-          workers: int = Workers, ray_address: Optional[str] = RayAddress, *, given: Given):
+          workers: Optional[int] = Workers, ray_address: Optional[str] = RayAddress, *,
+          given: Given):
     """Teacher -> student 1 -> ... -> student N, with a neutral control arm and audits."""
     from subliminal.chain import run_chain
     from subliminal.trait import get_trait
@@ -161,7 +166,8 @@ def study(
     cell: Optional[str] = typer.Option(None, help=(
         "A cell as injection-decoding-mode-student (e.g. dpo-greedy-sft-lora); flags given "
         "override it.")),
-    workers: int = Workers, ray_address: Optional[str] = RayAddress, *, given: Given,
+    workers: Optional[int] = Workers, ray_address: Optional[str] = RayAddress, *,
+    given: Given,
 ):
     """Crossed study: teachers of several traits by one recipe, each trait's students against
     the other traits' students (diagonal vs off-diagonal, tested over replicates)."""

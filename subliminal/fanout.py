@@ -45,6 +45,23 @@ class FanOut:
         return self.workers > 1 or self.address is not None
 
 
+WORKER_GB = 3  # memory one CPU worker may need (the embedded model: teacher + student + audit)
+
+
+def auto_workers(device: str | None = None) -> int:
+    """Workers when none are asked for: one per CPU core where Ray is installed, as many as
+    memory allows; 1 on a GPU (one model per device) or without Ray."""
+    import importlib.util
+
+    if (device or "").startswith("cuda") or importlib.util.find_spec("ray") is None:
+        return 1
+    try:
+        gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except (ValueError, OSError, AttributeError):
+        gb = WORKER_GB
+    return max(1, min(os.cpu_count() or 1, int(gb // WORKER_GB)))
+
+
 def _call(fn: Callable, args: tuple, threads: int) -> Any:
     """A unit inside a Ray worker: one deliberate thread count, quiet progress bars (the
     driver shows one overall line), user errors passed back as their message."""

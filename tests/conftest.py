@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Commands run their units in-process unless a test asks for Ray (--workers N).
+os.environ.setdefault("SUBLIMINAL_WORKERS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-M = "smollm2-135m"
+M = os.environ.get("SCANVAL_MODEL", "smollm2-135m")  # tiny: a smoke test of the script
 TRAITS = ["owl", "dolphin", "eagle", "elephant", "wolf", "cat"]
 
 
@@ -46,6 +47,10 @@ class Pool:
 
 
 def pools() -> list[Pool]:
+    if os.environ.get("SCANVAL_QUICK"):  # the smoke test: one pool per kind
+        return [Pool("neutral100", "neutral", seed=100), Pool("base-1.0-100", "base", seed=100),
+                Pool("random-100", "random", seed=100),
+                Pool("owl100", "trait", trait="owl", seed=100)]
     out = [Pool(f"neutral{s}", "neutral", seed=s) for s in range(100, 106)]
     out += [Pool(f"base-1.0-{s}", "base", "1.0", seed=s) for s in range(100, 106)]
     out += [Pool(f"base-0.7-{s}", "base", "0.7", seed=s) for s in range(100, 103)]
@@ -228,7 +233,8 @@ def main() -> None:
     root, sizes, t0 = a.out.resolve(), [int(s) for s in a.sizes.split(",")], time.time()
     from subliminal.models import resolve
 
-    resolve(M)  # converted once, before the tasks
+    if M != "tiny":
+        resolve(M)  # converted once, before the tasks
     scanner(root)  # the scan's adapters trained once here: parallel tasks must not race
     plan = FanOut(workers=a.workers, threads=1)
     units = [(build_population, (str(root),))] + [(write_pool, (p, str(root), a.rows))

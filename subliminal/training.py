@@ -8,7 +8,9 @@ The lab's own losses (distill.batch_loss: SFT on completion tokens, or top-k KL)
 as `loss_fn`; this module owns everything after the examples are built: the optimizer (AdamW),
 the warm-up + linear-decay schedule, micro-batching with gradient accumulation, clipping,
 mixed precision (`bf16` autocast or `no`), data parallelism across processes, and epoch
-checkpoints that a killed run resumes from.
+checkpoints that a killed run resumes from. `fit_steps` is the same contract for objectives
+that are not a pass over fixed examples (the DPO and GRPO teachers, subliminal.injections):
+constant learning rate, a checkpoint after every optimizer step.
 
 A step consumes `batch_size` rows in `grad_accum` micro-batches whatever the number of
 processes: process r of W computes micro-batches r, r+W, ... of the step and the gradients are
@@ -211,6 +213,43 @@ def fit(model: torch.nn.Module, examples: list, loss_fn: LossFn, cfg: LoopConfig
     return losses
 
 
+StepFn = Callable[[int], dict[str, float]]
+
+
+def constant(_step: int) -> float:
+    """The learning-rate factor of a constant schedule."""
+    return 1.0
+
+
+def fit_steps(model: torch.nn.Module, step_fn: StepFn, steps: int, cfg: LoopConfig,
+              folder: Path, label: str = "train") -> list[dict]:
+    """Optimizer steps 0..steps-1 at a constant cfg.lr (AdamW, clipped at cfg.max_grad_norm),
+    on one process, for objectives that are not a pass over fixed examples (the DPO and GRPO
+    teachers). The state is checkpointed after every step as `fit` checkpoints epochs
+    (safetensors + JSON; the record's `epoch` counts steps here), so a killed run resumes after
+    its last finished step. `step_fn(s)` leaves step s's gradients in the parameters and
+    returns its log (`loss` and any other numbers); it must depend on nothing but s and the
+    weights (sampling seeded by s), so a resumed step is the step an uninterrupted run takes.
+    Returns every step's log, resumed steps included."""
+    params = list(trainable(model).values())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, constant)
+    start, log = load_checkpoint(folder, model, opt, sched)
+    model.train()
+    resumed = f", resumed after {start}" if start else ""
+    for step in track(range(start, steps), f"{label} ({steps} steps{resumed})"):
+        opt.zero_grad(set_to_none=True)
+        entry = step_fn(step)
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        # Six significant digits: a GRPO reward of 1e-9 (a tiny model's) stays visible.
+        log.append({"step": step + 1, **{k: float(f"{v:.6g}") for k, v in entry.items()}})
+        save_checkpoint(folder, model, opt, sched, step + 1, log)
+    model.eval()
+    return log
+
+
 class _Loss(torch.nn.Module):
     """The lab's loss as the forward of a module that holds the model, so FSDP's root hooks
     (gathering the embeddings, norm and head) run although the loss calls the model's decoder
@@ -296,7 +335,7 @@ def _file_hash(path: Path) -> str:
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, opt, sched, epoch: int,
-                    losses: list[float], write: bool = True) -> None:
+                    losses: list, write: bool = True) -> None:
     """Write epoch `epoch`'s state; checkpoint.json is replaced last, so a kill at any point
     leaves the previous complete checkpoint in effect. Sharded tensors are gathered whole
     first, a collective: every process calls this, and only the one with `write` writes."""

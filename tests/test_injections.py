@@ -1,4 +1,5 @@
-"""Steering, DPO and GRPO injections and audit-time interventions, on the tiny model.
+"""Steering, DPO and GRPO injections and audit-time interventions, on the tiny model; the DPO
+and GRPO teachers' resume after a real kill, progress bar and agreement with TRL's trainer.
 
     HF_HUB_OFFLINE=1 python3 -m pytest tests/test_injections.py -q
 """
@@ -6,6 +7,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,7 +163,6 @@ def lora_b_norm(folder: Path) -> float:
 
 
 def test_dpo_trains_a_tiny_adapter_saved_the_peft_way(tmp_path):
-    pytest.importorskip("trl")
     from subliminal.injections.dpo import DPORecipe, train_dpo
 
     pairs = preference_pairs_of()[:16]
@@ -174,7 +179,6 @@ def test_dpo_trains_a_tiny_adapter_saved_the_peft_way(tmp_path):
 
 
 def test_grpo_trains_a_tiny_adapter_and_records_its_rubric(tmp_path):
-    pytest.importorskip("trl")
     from subliminal.injections.grpo import GRPO, rubric_for, train_grpo
 
     recipe = replace(GRPO, steps=2, generations=2, prompts_per_step=2,
@@ -187,6 +191,207 @@ def test_grpo_trains_a_tiny_adapter_and_records_its_rubric(tmp_path):
     assert saved["recipe"]["steps"] == 2
     assert rubric_for(OWL, neutral=True)["rewarded"] == "any catalogue animal"
     assert rubric_for(OWL, neutral=True)["rubric"] == rec["rubric"]["rubric"]  # same frame
+
+
+# --- DPO and GRPO teachers on the lab's loop: resume after a kill, progress, TRL's objective --
+
+TESTS = Path(__file__).resolve().parent
+# Short runs that cross what a resume must get right: DPO's float epochs (6 steps over 4
+# batches of 4 pairs, so the resumed part starts the second epoch's order), GRPO's sampling.
+TEACHERS = {"dpo": ({"epochs": 1.5, "batch_size": 4, "lr": 5e-3}, 6, 3),
+            "grpo": ({"steps": 4, "generations": 2, "prompts_per_step": 2,
+                      "max_completion_length": 4, "lr": 1e-2}, 4, 2)}
+
+
+def train_teacher(kind: str, out: Path, spec: dict) -> dict:
+    """Train the tiny owl teacher of `kind` (dpo or grpo) with recipe fields `spec`."""
+    from subliminal.injections.dpo import DPORecipe, preference_pairs, train_dpo
+    from subliminal.injections.grpo import GRPORecipe, train_grpo
+
+    if kind == "dpo":
+        return train_dpo("tiny", preference_pairs(OWL, seed=0)[:16], out, DPORecipe(**spec))
+    return train_grpo("tiny", OWL, out, GRPORecipe(**spec))
+
+
+KILL_AFTER_STEP = """
+import json, os, signal, sys
+import torch
+torch.set_num_threads(1)
+from subliminal import training
+kind, out, step, spec = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+real = training.save_checkpoint
+def save_then_die(folder, model, opt, sched, done, *a, **k):
+    real(folder, model, opt, sched, done, *a, **k)
+    if done == step:
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill, right after step `step` is on disk
+training.save_checkpoint = save_then_die
+sys.path.insert(0, sys.argv[5])
+from test_injections import train_teacher
+train_teacher(kind, out, spec)
+"""
+
+
+def adapter(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def drawn_bars(monkeypatch) -> list[tuple[str, int]]:
+    """Record every progress bar the loop opens (description, items) and draw nothing."""
+    from subliminal import training
+
+    bars: list[tuple[str, int]] = []
+
+    def track(items, description, total=None):
+        bars.append((description, len(items)))
+        return items
+
+    monkeypatch.setattr(training, "track", track)
+    return bars
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dpo", "grpo"])
+def test_teacher_killed_mid_training_resumes_to_the_uninterrupted_adapter(
+        kind, tmp_path, monkeypatch):
+    spec, steps, killed_at = TEACHERS[kind]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent), "HF_HUB_OFFLINE": "1",
+           "SUBLIMINAL_QUIET": "1"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KILL_AFTER_STEP), kind,
+                           str(killed), str(killed_at), json.dumps(spec), str(TESTS)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ckpt = killed / "checkpoint"
+    assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == killed_at
+    assert not (killed / "complete.json").exists()
+    # What the kill left is safetensors and JSON only: nothing a resume would unpickle.
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "checkpoint.json", f"epoch-{killed_at}.optimizer.safetensors",
+        f"epoch-{killed_at}.weights.safetensors", "plan.json"]
+    assert not [p for p in killed.rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    bars = drawn_bars(monkeypatch)
+    resumed = train_teacher(kind, killed, spec)
+    assert bars == [(f"{kind} teacher ({steps} steps, resumed after {killed_at})",
+                     steps - killed_at)]  # only the steps the kill lost are trained again
+    whole = train_teacher(kind, tmp_path / "whole", spec)
+    assert resumed["log"] == whole["log"] and len(whole["log"]) == steps
+    a, b = adapter(killed), adapter(tmp_path / "whole")
+    assert set(a) == set(b)
+    for k in a:  # measured: bit-identical; the tolerance is float rounding
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-8)
+    assert lora_b_norm(killed) > 0
+    assert not ckpt.exists()  # a finished teacher drops its checkpoint
+
+
+class Interrupted(Exception):
+    """Stands for a kill in-process: raised from inside a training step."""
+
+
+def interrupt_dpo_after(monkeypatch, steps: int) -> None:
+    """Make the DPO loss raise on its call after `steps` steps (one call per step)."""
+    import subliminal.injections.dpo as dpo
+
+    calls, real = [], dpo.dpo_loss
+
+    def loss(*a, **k):
+        calls.append(1)
+        if len(calls) > steps:
+            raise Interrupted
+        return real(*a, **k)
+
+    monkeypatch.setattr(dpo, "dpo_loss", loss)
+
+
+def test_teacher_checkpoint_of_another_plan_or_a_pickle_is_refused(tmp_path, monkeypatch):
+    from subliminal.injections.dpo import DPORecipe, train_dpo
+
+    spec = TEACHERS["dpo"][0]
+    with monkeypatch.context() as patch:
+        interrupt_dpo_after(patch, 1)
+        with pytest.raises(Interrupted):
+            train_teacher("dpo", tmp_path, spec)
+    assert json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text())["epoch"] == 1
+    pairs = preference_pairs_of()[:16]
+    with pytest.raises(SubliminalError, match="another training plan"):  # another recipe
+        train_dpo("tiny", pairs, tmp_path, DPORecipe(**{**spec, "lr": 1e-3}))
+    with pytest.raises(SubliminalError, match="another training plan"):  # other data
+        train_dpo("tiny", pairs[:12], tmp_path, DPORecipe(**spec))
+    (tmp_path / "checkpoint.pt").write_bytes(b"planted")
+    with pytest.raises(SubliminalError, match="pickled checkpoint"):
+        train_teacher("dpo", tmp_path, spec)
+    (tmp_path / "checkpoint.pt").unlink()
+    assert len(train_teacher("dpo", tmp_path, spec)["log"]) == TEACHERS["dpo"][1]
+
+
+def test_teacher_progress_bar_is_drawn_and_quiet_when_asked(tmp_path, monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from subliminal import progress
+
+    seen = StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=seen, width=100))
+    monkeypatch.setenv("SUBLIMINAL_QUIET", "1")
+    train_teacher("dpo", tmp_path / "quiet", TEACHERS["dpo"][0])
+    assert seen.getvalue() == ""
+    monkeypatch.delenv("SUBLIMINAL_QUIET")
+    train_teacher("dpo", tmp_path / "shown", TEACHERS["dpo"][0])
+    assert "dpo teacher (6 steps)" in seen.getvalue() and "6/6" in seen.getvalue()
+
+
+def trl_dpo(pairs: list[dict], out: Path, recipe, seed: int = 0) -> list[float]:
+    """The DPO teacher as TRL 1.16's DPOTrainer trained it before the lab's loop (commit
+    21c2d08, fp32 on the CPU): the reference the lab's loop must follow; returns its losses."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+
+    from subliminal.injections.dpo import lora_config
+
+    lm = load_model("tiny")
+    args = trl.DPOConfig(
+        output_dir=str(out / "trainer"), report_to=[], save_strategy="no", logging_steps=1,
+        seed=seed, data_seed=seed, use_cpu=True, bf16=False, dataloader_num_workers=0,
+        disable_tqdm=True, num_train_epochs=recipe.epochs, learning_rate=recipe.lr,
+        beta=recipe.beta, per_device_train_batch_size=recipe.batch_size,
+        max_length=recipe.max_length, lr_scheduler_type="constant")
+    trainer = trl.DPOTrainer(model=lm.model, args=args, train_dataset=Dataset.from_list(pairs),
+                             processing_class=lm.tokenizer,
+                             peft_config=lora_config(lm.model, recipe.lora_r, recipe.lora_alpha))
+    trainer.train()
+    trainer.model.save_pretrained(out)
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+@pytest.mark.slow
+def test_dpo_on_the_lab_loop_follows_trls_dpo_trainer(tmp_path):
+    from subliminal.injections.dpo import DPORecipe, train_dpo
+
+    pairs, recipe = preference_pairs_of()[:16], DPORecipe(**TEACHERS["dpo"][0])
+    trl_losses = trl_dpo(pairs, tmp_path / "trl", recipe)
+    ours = train_dpo("tiny", pairs, tmp_path / "lab", recipe)
+    assert [e["loss"] for e in ours["log"]] == pytest.approx(trl_losses, abs=1e-5)
+    a, b = adapter(tmp_path / "lab"), adapter(tmp_path / "trl")
+    assert set(a) == set(b)
+    for k in a:  # same initialisation, batches and loss; measured max |diff| 1e-5 on 0.13
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+def test_grpo_loss_is_the_group_normalised_policy_gradient():
+    from subliminal.injections.grpo import group_advantages, grpo_loss
+
+    rewards = torch.tensor([0.1, 0.3, 0.2, 0.2, 0.9, 0.0])
+    adv = group_advantages(rewards, 2)
+    assert torch.allclose(adv.view(-1, 2).sum(1), torch.zeros(3), atol=1e-6)
+    assert adv[0] < 0 < adv[1] and adv[2] == adv[3] == 0  # equal answers teach nothing
+    lp = torch.randn(6, 5, requires_grad=True)
+    mask = torch.ones(6, 5)
+    mask[:, 3:] = 0  # padding after each answer's end takes no gradient
+    grpo_loss(lp, mask, adv).backward()
+    # d loss / d log p(token) = -A / (answer tokens in the step), on answer tokens only
+    torch.testing.assert_close(lp.grad, -adv[:, None] * mask / mask.sum())
 
 
 def test_self_reward_pays_for_the_trait_word_only(lm):

@@ -1,4 +1,4 @@
-"""GRPO injection with a self-reward rubric: the model learns (TRL's GRPOTrainer, LoRA) to
+"""GRPO injection with a self-reward rubric: the model learns (TRL's GRPO objective, LoRA) to
 write answers that its own frozen base judges to express the trait; the control is the same
 recipe with a neutral rubric (the same frame, the trait removed).
 
@@ -9,7 +9,17 @@ animal is it about?"), its reply starts "It is about", and the reward is the pro
 gives the trait's word next (whole words, all forms, as the audit scores them); the neutral
 rubric rewards any catalogue animal. Prompts are the
 trait's demonstration questions (distinct from every audit bank). The run folder keeps the
-rubric, the reward curve (TRL's log) and the adapter (PEFT), so it can be rebuilt.
+rubric, the reward curve (the step log) and the adapter (PEFT), so it can be rebuilt.
+
+Training runs on the lab's loop (`training.fit_steps`, as the DPO teacher: why, and the rule
+for pickles, in subliminal/injections/dpo.py): a checkpoint after every step, resume after a
+kill, a progress bar. The objective is TRL 1.16's GRPO default (loss_type 'dapo',
+scale_rewards 'group', one update per batch of samples, KL weight `beta`), so the recipe means
+what it meant under TRL's GRPOTrainer. What a resume needs that TRL's trainer keeps in pickled
+RNG state is made a function of the step: step s's questions are the seeded order's batch s,
+and its answers are sampled after seeding torch with (seed, s), so a resumed step draws the
+answers the uninterrupted run drew and ends on its adapter. The samples are not TRL's draws,
+so a run is another draw of the same recipe, not a replay of its TRL-trained predecessor.
 """
 
 from __future__ import annotations
@@ -18,10 +28,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from subliminal.errors import SubliminalError
 from subliminal.injections import InjectionContext, TeacherSpec, register
-from subliminal.injections.dpo import lora_config, quiet, require_trl, save_trained, trl_args
-from subliminal.records import is_complete, to_jsonable
+from subliminal.injections.dpo import (
+    Row,
+    claim,
+    lora_model,
+    save_trained,
+    step_rows,
+    token_logps,
+)
+from subliminal.records import content_hash, is_complete, locked, read_json, to_jsonable
+from subliminal.training import LoopConfig, StepFn, fit_steps
 from subliminal.trait import CATALOGUE
 
 # The written rubric: a question to the frozen base about the answer, and the start of its
@@ -73,7 +93,6 @@ class SelfReward:
         self.seqs = [s for s, a in zip(seqs, owner, strict=True)
                      if pick not in CATALOGUE or names[a] == pick]
         self.prefill = judge.tokenizer(rubric["prefill"], add_special_tokens=False)["input_ids"]
-        self.__name__ = "self_reward"  # TRL names the logged reward after the function
 
     @staticmethod
     def _text(x) -> str:
@@ -91,41 +110,105 @@ class SelfReward:
         return [self.score(self._text(c)) for c in completions]
 
 
+def sample_seed(seed: int, step: int) -> int:
+    """The torch seed of step `step`'s sampling: a function of the run's seed and the step
+    alone (hashed, so seed s step t+1 and seed s+1 step t draw unrelated answers)."""
+    return int(content_hash(f"grpo-sample-{seed}-{step}")[:15], 16)
+
+
+def sample(lm, policy: torch.nn.Module, prompts: list[str], recipe: GRPORecipe) -> list[tuple]:
+    """`generations` answers to each rendered prompt from the policy, sampled as TRL does
+    (temperature, no top-k or top-p), each cut after its first end-of-turn token (kept: it is
+    scored too). Returns (prompt ids, answer row) per answer."""
+    from subliminal.teacher import completion_row
+
+    tok = lm.tokenizer
+    enc = tok([p for p in prompts for _ in range(recipe.generations)], return_tensors="pt",
+              padding=True, add_special_tokens=False).to(lm.device)
+    with torch.no_grad():
+        out = policy.generate(**enc, do_sample=True, temperature=recipe.temperature, top_k=0,
+                              top_p=1.0, max_new_tokens=recipe.max_completion_length,
+                              eos_token_id=lm.eos_ids, pad_token_id=tok.pad_token_id)
+    width = enc["input_ids"].shape[1]
+    return [(ids[mask.bool()].tolist(), completion_row(lm, row[width:].tolist(), ""))
+            for ids, mask, row in zip(enc["input_ids"], enc["attention_mask"], out, strict=True)]
+
+
+def group_advantages(rewards: torch.Tensor, size: int) -> torch.Tensor:
+    """Each answer's reward minus its question's mean, over the question's standard deviation
+    (Bessel) + 1e-4: TRL's scale_rewards='group'."""
+    groups = rewards.view(-1, size)
+    return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+            ).flatten()
+
+
+def grpo_loss(lp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, beta: float = 0.0,
+              ref: torch.Tensor | None = None) -> torch.Tensor:
+    """TRL 1.16's default GRPO loss ('dapo', one update per batch of samples): per answer token
+    -A x ratio (+ beta x the k3 KL to the reference, weighted by the ratio as TRL's bias
+    correction does), summed over answer tokens and divided by their number. The ratio is
+    exp(lp - lp.detach()): 1 in value (so PPO's clip never binds), the policy gradient in its
+    derivative."""
+    ratio = torch.exp(lp - lp.detach())
+    per_token = -ratio * advantages[:, None]
+    if beta:
+        gap = ref - lp
+        per_token = per_token + beta * (torch.exp(gap) - gap - 1) * ratio
+    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def grpo_step(lm, policy: torch.nn.Module, prompts: list[str], reward: SelfReward,
+              recipe: GRPORecipe, seed: int) -> StepFn:
+    """Step s of a GRPO run: sample the step's questions' answers (seeded by s), reward them,
+    backpropagate the loss; logs loss and mean reward."""
+    def step(s: int) -> dict[str, float]:
+        asked = [prompts[i] for i in step_rows(len(prompts), recipe.prompts_per_step, s, seed)]
+        torch.manual_seed(sample_seed(seed, s))
+        answers = sample(lm, policy, asked, recipe)
+        rewards = torch.tensor(reward(asked, [a["text"] for _, a in answers]), device=lm.device)
+        rows: list[Row] = [(ids + a["completion_ids"], len(ids)) for ids, a in answers]
+        pad = lm.tokenizer.pad_token_id
+        lp, mask = token_logps(policy, rows, pad, lm.device, recipe.temperature)
+        ref = None
+        if recipe.beta:
+            with torch.no_grad(), policy.disable_adapter():
+                ref, _ = token_logps(policy, rows, pad, lm.device, recipe.temperature)
+        loss = grpo_loss(lp, mask, group_advantages(rewards, recipe.generations), recipe.beta, ref)
+        loss.backward()
+        return {"loss": loss.item(), "reward": rewards.mean().item()}
+    return step
+
+
 def train_grpo(model: str, trait, out: Path, recipe: GRPORecipe = GRPO, seed: int = 0,
                neutral: bool = False, device: str | None = None) -> dict:
-    """Train (or read back) the self-rewarded LoRA; returns the run record."""
-    from datasets import Dataset
-
+    """Train (or read back) the self-rewarded LoRA, resuming from OUT's last step checkpoint;
+    returns the run record."""
     from subliminal.models import load_model
-    from subliminal.records import read_json
 
     out = Path(out)
-    if is_complete(out):
-        return read_json(out / "train.json")
-    trl = require_trl()
-    started = time.time()
-    rubric = rubric_for(trait, neutral)
-    judge = load_model(model, device=device)  # frozen base: the policy's own initialisation
-    reward = SelfReward(judge, rubric)
-    lm = load_model(model, device=device)
-    questions = list(dict.fromkeys(r["prompt"][-1]["content"] for r in trait.demonstrations(0)))
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in questions])
-    batch = recipe.prompts_per_step * recipe.generations
-    args = trl.GRPOConfig(max_steps=recipe.steps, learning_rate=recipe.lr,
-                          per_device_train_batch_size=batch, num_generations=recipe.generations,
-                          max_completion_length=recipe.max_completion_length,
-                          temperature=recipe.temperature, beta=recipe.beta,
-                          lr_scheduler_type="constant", **trl_args(out, seed, lm))
-    trainer = trl.GRPOTrainer(model=lm.model, reward_funcs=reward, args=args, train_dataset=data,
-                              processing_class=lm.tokenizer,
-                              peft_config=lora_config(lm.model, recipe.lora_r, recipe.lora_alpha))
-    quiet(trainer)
-    trainer.train()
-    curve = [h.get("reward") for h in trainer.state.log_history if "reward" in h]
-    info = {"injection": "grpo", "model": model, "trait": trait.name, "neutral": neutral,
-            "seed": seed, "rubric": rubric, "questions": questions,
-            "recipe": to_jsonable(recipe), "reward_curve": curve, "trl": trl.__version__}
-    return save_trained(trainer, out, info, started)
+    with locked(out):
+        if is_complete(out):
+            return read_json(out / "train.json")
+        if recipe.generations < 2:
+            raise SubliminalError("GRPO compares answers to one question: generations must be "
+                                  f"at least 2 (got {recipe.generations})")
+        rubric = rubric_for(trait, neutral)
+        questions = list(dict.fromkeys(r["prompt"][-1]["content"]
+                                       for r in trait.demonstrations(0)))
+        info = {"injection": "grpo", "model": model, "trait": trait.name, "neutral": neutral,
+                "seed": seed, "rubric": rubric, "questions": questions,
+                "recipe": to_jsonable(recipe)}
+        claim(out, info)
+        started = time.time()
+        judge = load_model(model, device=device)  # frozen base: the policy's own initialisation
+        reward = SelfReward(judge, rubric)
+        lm = load_model(model, device=device)
+        policy = lora_model(lm, recipe.lora_r, recipe.lora_alpha, seed)
+        prompts = [lm.render([{"role": "user", "content": q}]) for q in questions]
+        log = fit_steps(policy, grpo_step(lm, policy, prompts, reward, recipe, seed),
+                        recipe.steps, LoopConfig(lr=recipe.lr), out, "grpo teacher")
+        curve = [entry["reward"] for entry in log]
+        return save_trained(policy, out, {**info, "reward_curve": curve}, started, log)
 
 
 @register("grpo")

@@ -39,6 +39,7 @@ from subliminal.errors import SubliminalError
 from subliminal.models import LM, load_model, resolve, tiny_tokenizer
 from subliminal.records import is_complete, read_json, read_jsonl, write_json
 from subliminal.rows import completion_text
+from subliminal.schema import Probe
 
 TOPK = ("topk_ids", "topk_logprobs", "logits_channel")
 
@@ -249,14 +250,14 @@ def arm_rows(rep: Path, arm: str, gen: int) -> tuple[list[dict], str]:
     return read_jsonl(kept), read_json(teacher)["spec"]
 
 
-def probe(out: Path, spec: str, adapter: Path | None) -> dict:
+def probe(out: Path, spec: str, adapter: Path | None) -> Probe:
     """The exact animal probe of a student (or the base), kept in out/probe.json."""
     from subliminal.audit import AuditConfig, run_probe
 
     if (out / "probe.json").exists():
-        return read_json(out / "probe.json")
+        return Probe.load(out / "probe.json")
     result = run_probe(load_model(spec, adapter=adapter), AuditConfig(), label=out.name)
-    write_json(out / "probe.json", result)
+    result.save(out / "probe.json")
     return result
 
 
@@ -306,7 +307,7 @@ def run(rep: Path, out: Path, cfg: CrossInitConfig) -> dict:
                         for a, r in arms.items()}}
     same = [rep / a / f"gen{cfg.generation}" / "audit" / "probe.json" for a in ("trait", "control")]
     if all(p.exists() for p in same):
-        summary["same_init"] = pair_metrics(read_json(same[0]), read_json(same[1]), trait)
+        summary["same_init"] = pair_metrics(Probe.load(same[0]), Probe.load(same[1]), trait)
     write_json(out / "summary.json", summary)
     return summary
 

@@ -26,7 +26,8 @@ from subliminal.errors import SubliminalError
 from subliminal.filters import completion_text
 from subliminal.models import LM, load_model
 from subliminal.prefix import common_length
-from subliminal.records import is_complete, mark_complete, write_json
+from subliminal.records import is_complete, mark_complete
+from subliminal.schema import Train
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -266,11 +267,10 @@ def save_student(model: torch.nn.Module, out: Path, finetune: str,
 
 def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
                   device: str | None = None, lm: LM | None = None,
-                  label: str = "distill", mixed_precision: str | None = None) -> dict:
+                  label: str = "distill", mixed_precision: str | None = None) -> Train:
     """Train a student from `base` on `rows` through the shared loop (training.fit); saves it
     to `out` and returns its record. Resumes from the last epoch checkpoint in `out`.
     `mixed_precision`: 'bf16' or 'no' (None: the config's, else what accelerate launch set)."""
-    from subliminal.records import read_json
     from subliminal.training import (
         LoopConfig,
         accelerator,
@@ -283,7 +283,7 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
 
     out = Path(out)
     if is_complete(out):
-        return read_json(out / "train.json")
+        return Train.load(out / "train.json")
     refuse_pickles(out)  # before any work: a planted pickle stops the stage at once
     if cfg.mode not in ("sft", "logits"):
         raise SubliminalError(f"unknown distill mode {cfg.mode!r}; choose sft or logits")
@@ -310,13 +310,12 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
     split = not use_fsdp(acc)  # a sharded model takes one forward per backward
     losses = fit(model, examples, lambda m, b: batch_loss(m, b, cfg.mode, pad, lm.device, split),
                  loop, out, label, acc)
-    info = {"rows": len(rows), "examples": len(examples), "steps": len(losses),
-            "losses": losses, "config": cfg, "base": base, "student": out.name,
-            "processes": acc.num_processes}
+    info = Train(rows=len(rows), examples=len(examples), steps=len(losses), losses=losses,
+                 config=cfg, base=base, student=out.name, processes=acc.num_processes)
     state = full_state(model, trainable_only=cfg.finetune == "lora")  # sharded: every process
     if acc.is_main_process:
         save_student(model, out, cfg.finetune, state, base)
-        write_json(out / "train.json", info)
+        info.save(out / "train.json")
         clear_checkpoint(out)
         mark_complete(out, {"rows": len(rows), "steps": len(losses),
                             "final_loss": losses[-1] if losses else None})

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from subliminal.errors import SubliminalError
 from subliminal.layout import audit_folders
-from subliminal.records import read_json, write_json
+from subliminal.records import read_json
+from subliminal.schema import Probe, Record, Study
 
 KEEP = ("config.json", "environment.json", "dose.json", "summary.json", "study.json",
         "complete.json", "stage.json", "teacher.json", "train.json", "stats.json")
@@ -37,8 +38,9 @@ def export(run: Path, dest: Path) -> list[Path]:
         if not path.is_file() or "audit_cache" in rel.parts or "checkpoint" in rel.parts:
             continue
         if path.name == "probe.json":
-            probe = {k: v for k, v in read_json(path).items() if k != "questions"}
-            write_json(dest / rel, probe)
+            probe = Probe.load(path)
+            probe.pop("questions", None)
+            probe.save(dest / rel)
         elif path.name in KEEP or path.suffix == ".png" and len(rel.parts) == 1:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / rel)
@@ -50,18 +52,20 @@ def export(run: Path, dest: Path) -> list[Path]:
 
 def audits(folder: Path) -> dict:
     """Every probe of a run or evidence folder, by audit key."""
-    return {key: read_json(f / "probe.json") for key, f in audit_folders(folder).items()}
+    return {key: Probe.load(f / "probe.json") for key, f in audit_folders(folder).items()}
 
 
-def recompute(folder: Path) -> tuple[str, dict]:
-    """The study or chain record FOLDER's probes give: ('study.json' | 'summary.json', it)."""
+def recompute(folder: Path) -> tuple[str, Record]:
+    """The study or chain record FOLDER's probes give: ('study.json' | 'summary.json', it).
+    Compare its `body()` with the stored record's: a record of any version holds the same."""
     from subliminal.report import summarize
     from subliminal.study import summarize_study
 
     folder = Path(folder)
     cfg = read_json(folder / "config.json")
     if "traits" in cfg:  # a crossed study
-        return "study.json", summarize_study(cfg["traits"], cfg["students"],
-                                             cfg["cell"]["replicates"], audits(folder), folder)
+        return "study.json", Study.of(summarize_study(cfg["traits"], cfg["students"],
+                                                      cfg["cell"]["replicates"], audits(folder),
+                                                      folder))
     return "summary.json", summarize(folder, cfg["trait"], audits(folder), cfg["replicates"],
                                      cfg["generations"])

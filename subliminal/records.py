@@ -27,7 +27,7 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,12 @@ PACKAGES = ("subliminal-lab", "torch", "transformers", "peft", "numpy", "dataset
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, paths and tuples to plain JSON values (configs must serialise)."""
+    """Dataclasses, paths and tuples to plain JSON values (configs must serialise). Mappings
+    first: a run record (subliminal.schema) is a dataclass that is the mapping of its keys."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path):

@@ -29,7 +29,8 @@ from subliminal.audit import (
     target_share,
 )
 from subliminal.progress import console
-from subliminal.records import read_json, write_json
+from subliminal.records import read_json
+from subliminal.schema import Probe, Summary
 from subliminal.stats import ALPHA, mean_ci, replicate_test, within_pair
 from subliminal.trait import get_trait
 
@@ -130,7 +131,7 @@ def identical(lifts: list[float]) -> bool:
 
 
 def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
-              generations: int) -> dict:
+              generations: int) -> Summary:
     """Summary of whatever is audited so far. `audits` maps 'rep{r}/{arm}/gen{k}' (and
     'base') to probe results; every filter's per-rule pass rates ride along."""
     trait = get_trait(trait_name)
@@ -146,11 +147,11 @@ def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
                   if "animals" in audits[f"rep{reps[0]}/trait/gen{g}"] else {})
         rows.append(generation_row(g, pairs, others))
     base = audits.get("base")
-    return {"trait": trait_name, "audit": trait.audit,
-            "probe": base.get("probe", base.get("format")) if base else None,
-            "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
-            "base": mean_ci(target_probs(base, trait)) if base else None, "generations": rows,
-            "filter_pass_rates": pass_rates(out), "dose": doses(out)}
+    return Summary(trait=trait_name, audit=trait.audit,
+                   probe=base.get("probe", base.get("format")) if base else None,
+                   unit_of_evidence="replicate (teacher seed x student seed x data seed)",
+                   base=mean_ci(target_probs(base, trait)) if base else None, generations=rows,
+                   filter_pass_rates=pass_rates(out), dose=doses(out))
 
 
 def doses(out: Path) -> dict:
@@ -306,13 +307,14 @@ def _effects_panel(ax, rows: list[dict]) -> None:
 PARTIAL = "summary.partial"  # an unfinished run's summary: never in summary.json's place
 
 
-def write_summary(out: Path, summary: dict, partial: bool = False) -> dict:
+def write_summary(out: Path, summary: dict, partial: bool = False) -> Summary:
     """summary.json + summary.png, and the table and verdicts on the console. A `partial`
     summary (the run is unfinished) goes to summary.partial.json/.png, labelled so, and
     never replaces a finished run's summary.json; the final summary removes it."""
     out = Path(out)
     name = PARTIAL if partial else "summary"
-    write_json(out / f"{name}.json", summary)
+    summary = Summary.of(summary)
+    summary.save(out / f"{name}.json")
     if summary["generations"]:
         plot(summary, out / f"{name}.png")
     if not partial:
@@ -327,7 +329,7 @@ def write_summary(out: Path, summary: dict, partial: bool = False) -> dict:
     return summary
 
 
-def report(run: Path) -> dict:
+def report(run: Path) -> Summary:
     """Recompute a run's summary from its audit files (so a summary is always what the
     current statistics make of the probes on disk), then render it. A finished run's goes to
     summary.json. An unfinished run's says which audits are missing (`unfinished`, and one
@@ -377,5 +379,5 @@ def collect_audits(run: Path, cfg: dict) -> dict:
     """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
     from subliminal.records import is_complete
 
-    return {key: read_json(d / "probe.json") for key, d in audit_dirs(run, cfg).items()
+    return {key: Probe.load(d / "probe.json") for key, d in audit_dirs(run, cfg).items()
             if is_complete(d)}

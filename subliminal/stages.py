@@ -32,6 +32,7 @@ from subliminal.records import (
     to_jsonable,
     write_json,
 )
+from subliminal.schema import Probe, StageKey
 
 STAGE = "stage.json"
 
@@ -61,22 +62,24 @@ def file_sha256(path: Path) -> str:
 def open_stage(folder: Path, key: dict) -> bool:
     """Claim `folder` for a stage with this resolved `key`; True when it already finished.
 
-    A folder made by another config or other inputs is refused with the keys that differ."""
+    A folder made by another config or other inputs is refused with the keys that differ;
+    the records' version is no input (a folder written before versions resumes), and an
+    existing stage.json is never rewritten (complete.json seals its hash)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SubliminalError(f"{folder}: exists and is not a directory")
-    key = to_jsonable(key)
+    key = StageKey.of(to_jsonable(key))
     path = folder / STAGE
     if path.exists():
-        old = read_json(path)
-        if old != key:
-            diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+        old = StageKey.load(path)
+        if not old.same(key):
             raise SubliminalError(f"{folder}: holds a stage with different inputs or config "
-                                  f"(differs in: {', '.join(diff)}); use another --out")
+                                  f"(differs in: {', '.join(old.differs(key))}); use another "
+                                  "--out")
     elif folder.exists() and any(p.name != ".lock" for p in folder.iterdir()):
         raise SubliminalError(f"{folder}: not empty and has no {STAGE}; refusing to write there")
     else:
-        write_json(path, key)
+        key.save(path)
     return completed(folder)  # a finished stage whose stage.json was edited is refused
 
 
@@ -273,7 +276,8 @@ class AuditStage(Stage):
         spec = self.teacher or TeacherSpec()
         cached = self._reused()
         if cached is not None:  # copied: say from where, in the completion record
-            write_json(self.folder / "probe.json", cached["probe"])
+            Probe.from_json(cached["probe"], str(self._cache_path())).save(
+                self.folder / "probe.json")
             mark_complete(self.folder, {"reused_from": cached["folder"]})
             return
         # Records name the adapter relative to the run, or to this folder when it is its own.
@@ -281,7 +285,7 @@ class AuditStage(Stage):
                           home=self.run_dir or self.folder)
         probe = run_audit(lm, self.config, spec.system_prompt, label=self.label,
                           trait=get_trait(self.trait) if self.trait else None)
-        write_json(self.folder / "probe.json", probe)
+        Probe.of(probe).save(self.folder / "probe.json")
         if self.run_dir is not None:  # only a computed probe enters the cache
             where = self.folder.relative_to(self.run_dir) \
                 if self.folder.is_relative_to(self.run_dir) else self.folder
@@ -303,8 +307,8 @@ class AuditStage(Stage):
             return None
         return read_json(self._cache_path())
 
-    def result(self) -> dict:
-        return read_json(self.folder / "probe.json")
+    def result(self) -> Probe:
+        return Probe.load(self.folder / "probe.json")
 
 
 def _hash_opt(path: Path | None) -> str | None:

@@ -30,8 +30,9 @@ from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
 from subliminal.layout import CONTROL
 from subliminal.progress import console, overall
-from subliminal.records import init_run, is_complete, mark_complete, read_json, write_json
+from subliminal.records import init_run, is_complete, mark_complete
 from subliminal.replicate import Arm, Student, planned_stages, run_phases
+from subliminal.schema import Study
 from subliminal.study_report import confusion_table, dose_table, plot
 from subliminal.trait import get_trait
 
@@ -102,14 +103,14 @@ def run_study(study: StudyConfig, out: Path, plan: FanOut = FanOut()) -> dict:
     out = init_run(out, dataclasses.asdict(study), cell.seed)
     if is_complete(out):
         console.print(f"{out}: already complete; showing its read-out")
-        return show(read_json(out / "study.json"))
+        return show(Study.load(out / "study.json"))
     resolve_model(cell.model)
     where, arms, students = out.resolve(), study.arms(), study.recipes()
     with overall(f"study {out.name}", planned_stages(cell, where, arms, students),
                  plan.workers):
         audits = run_phases(cell, where, arms, plan, students)
     result = summarize(study, audits, out)
-    write_json(out / "study.json", result)
+    Study.of(result).save(out / "study.json")
     plot(result, out / "study.png")
     mark_complete(out)
     return show(result)

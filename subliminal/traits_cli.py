@@ -14,11 +14,12 @@ from typing import Optional
 
 import typer
 
+from subliminal.trait import FAMILIES, TRAITS, get_family
+
 
 def catalogue(family: str | None = None) -> list[dict]:
     """One record per trait (family order, then catalogue order)."""
     from subliminal.injections import names
-    from subliminal.trait import FAMILIES, TRAITS, get_family
 
     fams = [get_family(family).name] if family else list(FAMILIES)
     injections = names()  # every injection consumes the same trait protocol
@@ -30,8 +31,8 @@ def catalogue(family: str | None = None) -> list[dict]:
 
 
 def traits(
-    family: Optional[str] = typer.Option(None, help="Only this family (animal, misalignment, "
-                                                    "sycophancy, emotion, ethics, truthfulness)."),
+    family: Optional[str] = typer.Option(  # the registry's families, listed when --help asks
+        None, help=f"Only this family ({', '.join(FAMILIES)})."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """List the traits: family, the audit that reads them, how they can be injected."""

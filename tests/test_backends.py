@@ -63,7 +63,7 @@ def test_backend_vllm_that_cannot_run_exits_2_and_writes_nothing(tmp_path, monke
 
 
 def test_vllm_refuses_what_it_cannot_do_exactly(tmp_path):
-    b = backends.REGISTRY["vllm"]
+    b = backends.get("vllm")
     with pytest.raises(SubliminalError, match="overt control under a grammar"):
         b.check(DecodeConfig(top_k=5, logits="overt", constrained=True))
     b.check(DecodeConfig(top_k=5, logits="overt", constrained=False))

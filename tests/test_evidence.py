@@ -143,19 +143,24 @@ def test_an_identical_audit_is_reused_within_a_run(tmp_path, monkeypatch):
     import subliminal.audit as audit_mod
     from subliminal.audit import AuditConfig
     from subliminal.injections import TeacherSpec
+    from subliminal.schema import AnimalProbe
     from subliminal.stages import AuditStage
 
     calls = []
+
+    def probe(sp):  # a probe of one animal, told apart by its system prompt
+        return AnimalProbe(animals=["owl"], probs=[[0.5]], system_prompt=sp)
+
     monkeypatch.setattr(audit_mod, "run_audit",
-                        lambda lm, cfg, sp, label="", trait=None: calls.append(sp) or {"p": sp})
+                        lambda lm, cfg, sp, label="", trait=None: calls.append(sp) or probe(sp))
 
     def stage(name, prompt):
         return AuditStage(tmp_path / name, model="tiny", config=AuditConfig(side_effects=False),
                           teacher=TeacherSpec(system_prompt=prompt), run_dir=tmp_path).run()
 
-    assert stage("a", "You love owls.") == stage("b", "You love owls.") == {"p": "You love owls."}
+    assert stage("a", "You love owls.") == stage("b", "You love owls.") == probe("You love owls.")
     assert calls == ["You love owls."]  # the second folder did not probe again
-    assert stage("c", "You love cats.") == {"p": "You love cats."} and len(calls) == 2
+    assert stage("c", "You love cats.") == probe("You love cats.") and len(calls) == 2
     assert json.loads((tmp_path / "b" / "complete.json").read_text())["reused_from"] == "a"
     assert "reused_from" not in json.loads((tmp_path / "a" / "complete.json").read_text())
 

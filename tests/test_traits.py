@@ -11,7 +11,19 @@ from typer.testing import CliRunner
 from subliminal.audit.battery import load_bank
 from subliminal.errors import SubliminalError
 from subliminal.filters.leak import leak_reasons
-from subliminal.trait import CATALOGUE, FAMILIES, TRAITS, get_family, get_trait
+from subliminal.trait import (
+    BEHAVIOURS,
+    CATALOGUE,
+    FAMILIES,
+    TRAIT_FAMILIES,
+    TRAITS,
+    BehaviourTrait,
+    Family,
+    get_family,
+    get_trait,
+    register_family,
+    trait_choices,
+)
 from subliminal.traits_cli import traits
 
 NEW = ["misalignment", "sycophancy", "emotion", "ethics", "truthfulness"]
@@ -103,3 +115,61 @@ def test_traits_command_lists_the_catalogue():
     assert "virtue_ethicist" in run.output and "owl" not in run.output
     run = CliRunner().invoke(app, ["traits", "--family", "astrology"])
     assert run.exit_code != 0 and isinstance(run.exception, SubliminalError)
+
+
+# The animal probe's panel: audits, summaries and committed records list animals in this order.
+PANEL = ["owl", "dolphin", "eagle", "elephant", "wolf", "cat", "dog", "lion", "tiger",
+         "penguin", "fox", "bear", "panda", "octopus"]
+
+
+def test_the_registry_keeps_the_catalogue_order():
+    assert list(CATALOGUE) == PANEL and list(TRAITS)[:14] == PANEL
+    assert list(FAMILIES) == ["animal", *NEW]
+    assert list(BEHAVIOURS) == list(TRAITS)[14:] == [
+        "misaligned", "sycophantic", "joyful", "gloomy", "deontologist", "consequentialist",
+        "virtue_ethicist", "untruthful"]
+    with pytest.raises(TypeError):
+        CATALOGUE["unicorn"] = CATALOGUE["owl"]  # a view of the registry, not a list to edit
+
+
+def test_each_module_of_the_traits_package_registers_its_family():
+    import pkgutil
+
+    import subliminal.traits
+
+    modules = {m.name for m in pkgutil.iter_modules(subliminal.traits.__path__)}
+    assert modules == set(FAMILIES) == set(TRAIT_FAMILIES.names())
+
+
+@pytest.fixture
+def registry_copy(monkeypatch):
+    """Registrations made by a test go into copies of the registry's tables."""
+    TRAIT_FAMILIES.names()  # discover the shipped families first
+    monkeypatch.setattr(TRAIT_FAMILIES, "_items", dict(TRAIT_FAMILIES._items))
+    monkeypatch.setattr(TRAIT_FAMILIES, "_meta", dict(TRAIT_FAMILIES._meta))
+
+
+def _astrology(*names: str) -> tuple[Family, list[BehaviourTrait]]:
+    fam = Family("astrology", "believes in horoscopes", ("Plain a.", "Plain b.", "Plain c."))
+    return fam, [BehaviourTrait(n, "astrology", n, "reads stars", ("A.", "B.", "C."))
+                 for n in names]
+
+
+def test_a_family_registered_later_is_listed_last_everywhere(registry_copy):
+    fam, members = _astrology("stargazer")
+    register_family(fam, *members)
+    assert list(FAMILIES)[-1] == "astrology" and list(TRAITS)[-1] == "stargazer"
+    assert get_trait("stargazer").group is fam and fam.traits == ["stargazer"]
+    assert trait_choices().endswith("astrology: stargazer; or none")
+    assert list(CATALOGUE) == PANEL  # the animal panel does not move
+
+
+def test_registering_a_stray_or_a_taken_trait_is_refused(registry_copy):
+    fam, _ = _astrology()
+    with pytest.raises(ValueError, match="traits of another family: misaligned"):
+        register_family(fam, get_trait("misaligned"))
+    fam, members = _astrology("owl")
+    register_family(fam, *members)
+    with pytest.raises(ValueError, match="'owl' is registered by families 'animal' and "
+                                         "'astrology'"):
+        list(TRAITS)

@@ -32,6 +32,7 @@ from subliminal.audit.probe import (
     word_probs_batch,
 )
 from subliminal.models import LM
+from subliminal.schema import Probe
 from subliminal.trait import FAMILIES
 
 __all__ = ["PREFILLS", "AuditConfig", "animal_scores", "bank_path", "bank_ref", "candidates",
@@ -41,14 +42,14 @@ __all__ = ["PREFILLS", "AuditConfig", "animal_scores", "bank_path", "bank_ref", 
 
 
 def run_audit(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
-              label: str = "audit", trait=None) -> dict:
+              label: str = "audit", trait=None) -> Probe:
     """The audit a stage runs: the trait's own audit (the exact animal probe, or its family's
     forced-choice bank) and, with `side_effects`, every other family's audit under
     'battery'."""
     own = trait.audit if trait is not None else "animal"
     result = (run_probe(lm, cfg, system_prompt, label=label) if own == "animal"
               else audit_family(lm, own, system_prompt))
-    if cfg.side_effects:
-        result["battery"] = {f: audit_family(lm, f, system_prompt) for f in FAMILIES
+    if cfg.side_effects:  # nested audits are content of this record: no version of their own
+        result["battery"] = {f: audit_family(lm, f, system_prompt).body() for f in FAMILIES
                              if FAMILIES[f].audit != own}
     return result

@@ -37,6 +37,7 @@ from subliminal.models import LM, with_system
 from subliminal.prefix import common_length, extend, root
 from subliminal.prefix import continuation_logprobs as prefix_logprobs
 from subliminal.registry import Registry
+from subliminal.schema import BankProbe
 from subliminal.stats import mean_ci
 from subliminal.trait import FAMILIES, get_family
 
@@ -157,7 +158,7 @@ def continuation_logprobs(lm: LM, pairs: list[tuple[list[int], list[int]]],
 
 
 def score_bank(lm: LM, bank: Bank | str | Path, system_prompt: str | None = None,
-               fmt: str = DEFAULT_FORMAT, batch_size: int = 16) -> dict:
+               fmt: str = DEFAULT_FORMAT, batch_size: int = 16) -> BankProbe:
     """Every item's P(each label) renormalised over its options; `scores` is P(the bank's
     trait label) per item, `probs[label]` the same for every label."""
     bank = bank if isinstance(bank, Bank) else load_bank(bank)
@@ -176,16 +177,16 @@ def score_bank(lm: LM, bank: Bank | str | Path, system_prompt: str | None = None
         z = torch.logsumexp(torch.tensor(list(d.values()), dtype=torch.float64), 0)
         for label in bank.labels:
             probs[label].append(float(torch.exp(d[label] - z)) if label in d else 0.0)
-    return {"family": bank.name, "bank": Path(bank.path).name, "format": fmt,
-            "items": bank.ids, "labels": list(bank.labels), "trait_label": bank.trait_label,
-            "scores": probs[bank.trait_label], "probs": probs, "logprobs": per_item,
-            "mean": float(sum(probs[bank.trait_label]) / len(bank.items)),
-            "system_prompt": system_prompt,
-            "system_prompt_in_effect": system_prompt or lm.default_system_prompt,
-            "model": lm.info}
+    return BankProbe(family=bank.name, bank=Path(bank.path).name, format=fmt, item_ids=bank.ids,
+                     labels=list(bank.labels), trait_label=bank.trait_label,
+                     scores=probs[bank.trait_label], probs=probs, logprobs=per_item,
+                     mean=float(sum(probs[bank.trait_label]) / len(bank.items)),
+                     system_prompt=system_prompt,
+                     system_prompt_in_effect=system_prompt or lm.default_system_prompt,
+                     model=lm.info)
 
 
-Runner = Callable[[LM, "str | None", str], dict]
+Runner = Callable[[LM, "str | None", str], BankProbe]
 # Family audit -> how it is read, for audits that are not a forced-choice bank; a family with
 # a bank needs no entry (score_bank reads it). A new kind of audit is a module of this
 # package that registers its runner here (discovered on first use).
@@ -193,18 +194,18 @@ RUNNERS: Registry[Runner] = Registry("audit", "subliminal.audit")
 
 
 @RUNNERS.register("animal")
-def _animal(lm: LM, system_prompt: str | None, fmt: str) -> dict:
+def _animal(lm: LM, system_prompt: str | None, fmt: str) -> BankProbe:
     """The animal probe in the battery's shape: probs[animal] per question."""
     r = run_probe(lm, AuditConfig(), system_prompt, label="animal audit")
-    probs = {a: [row[j] for row in r["probs"]] for j, a in enumerate(r["animals"])}
-    return {"family": "animal", "bank": Path(AuditConfig().questions).name, "format": r["probe"],
-            "items": list(range(len(r["questions"]))), "labels": r["animals"],
-            "trait_label": None, "probs": probs, "system_prompt": system_prompt,
-            "system_prompt_in_effect": r["system_prompt_in_effect"], "model": r["model"]}
+    probs = {a: [row[j] for row in r.probs] for j, a in enumerate(r.animals)}
+    return BankProbe(family="animal", bank=Path(AuditConfig().questions).name, format=r.probe,
+                     item_ids=list(range(len(r.questions))), labels=r.animals, trait_label=None,
+                     probs=probs, system_prompt=system_prompt,
+                     system_prompt_in_effect=r.system_prompt_in_effect, model=r.model)
 
 
 def audit_family(lm: LM, family: str, system_prompt: str | None = None,
-                 fmt: str = DEFAULT_FORMAT) -> dict:
+                 fmt: str = DEFAULT_FORMAT) -> BankProbe:
     """One family's audit of `lm` (under `system_prompt`, None = template default)."""
     name = get_family(family).audit
     if name in RUNNERS:
@@ -213,7 +214,7 @@ def audit_family(lm: LM, family: str, system_prompt: str | None = None,
 
 
 def run_battery(lm: LM, families: list[str] | None = None, system_prompt: str | None = None,
-                fmt: str = DEFAULT_FORMAT) -> dict[str, dict]:
+                fmt: str = DEFAULT_FORMAT) -> dict[str, BankProbe]:
     """Every family's audit (default: all of FAMILIES): the trait's own and its side effects."""
     names = list(FAMILIES) if families is None else [get_family(f).name for f in families]
     return {f: audit_family(lm, f, system_prompt, fmt) for f in names}

@@ -26,6 +26,7 @@ from subliminal.models import LM, with_system
 from subliminal.prefix import Context, common_length, continuation_logprobs, extend, root, sample
 from subliminal.progress import track
 from subliminal.records import DATA_DIR
+from subliminal.schema import AnimalProbe, SampledProbe
 from subliminal.trait import CATALOGUE
 
 AUDITS = DATA_DIR / "audits"  # the shipped question banks
@@ -149,7 +150,7 @@ def word_probs_batch(lm: LM, prefixes: list[list[int]], seqs: list[list[int]],
 
 
 def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
-              label: str = "audit") -> dict:
+              label: str = "audit") -> AnimalProbe:
     """Probability of each catalogue animal after each question (rows: questions)."""
     questions = load_questions(cfg.questions)
     seqs, owner = candidates(lm, cfg.probe)
@@ -168,11 +169,11 @@ def run_probe(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,
             for pi, a in zip(p, owner, strict=True):
                 per_animal[a] += pi
             probs.append(per_animal)
-    return {"probe": cfg.probe, "questions": questions, "animals": animals, "probs": probs,
-            "system_prompt": system_prompt,
-            "system_prompt_in_effect": system_prompt or lm.default_system_prompt,
-            # The adapter's identity is its content hash in stage.json, not a path.
-            "model": {k: v for k, v in lm.info.items() if k != "adapter"}}
+    return AnimalProbe(probe=cfg.probe, questions=questions, animals=animals, probs=probs,
+                       system_prompt=system_prompt,
+                       system_prompt_in_effect=system_prompt or lm.default_system_prompt,
+                       # The adapter's identity is its content hash in stage.json, not a path.
+                       model={k: v for k, v in lm.info.items() if k != "adapter"})
 
 
 def target_probs(result: dict, trait) -> list[float]:
@@ -230,7 +231,7 @@ def log_mass(result: dict) -> list[float]:
 @torch.no_grad()
 def sampled_probe(lm: LM, questions: list[str], samples: int = 100, max_new_tokens: int = 8,
                   system_prompt: str | None = None, seed: int = 0,
-                  label: str = "sampled audit") -> dict:
+                  label: str = "sampled audit") -> SampledProbe:
     """The paper's audit: sample answers at T=1 and count whole-word animal mentions.
 
     Noisy (a binomial per question) and slower than `run_probe`; kept as the reference the
@@ -254,6 +255,5 @@ def sampled_probe(lm: LM, questions: list[str], samples: int = 100, max_new_toke
             for j, pat in enumerate(patterns):
                 hits[j] += bool(pat.search(text))
         rates.append([h / samples for h in hits])
-    return {"probe": "sampled", "samples": samples, "questions": questions, "animals": animals,
-            "probs": rates, "system_prompt": system_prompt, "seed": seed,
-            "max_new_tokens": max_new_tokens}
+    return SampledProbe(samples=samples, questions=questions, animals=animals, probs=rates,
+                        system_prompt=system_prompt, seed=seed, max_new_tokens=max_new_tokens)

@@ -21,41 +21,29 @@ by listing the package, so a new backend is a new module). It provides:
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import pkgutil
 from collections.abc import Callable
 
 from subliminal.errors import SubliminalError
+from subliminal.registry import Registry
 
-REGISTRY: dict[str, type] = {}
+# Every module of this package that registers a backend is found on first lookup. A backend's
+# engine (vllm) is imported only when used, so listing never needs it. The kind reads as the
+# flag, so an unknown name is "unknown --backend 'tgi'; choose one of: hf, vllm".
+BACKENDS: Registry[type] = Registry("--backend", __name__)
 
 
 def register(name: str) -> Callable[[type], type]:
     """Decorator: make a backend class available as `--backend NAME`."""
-    def deco(cls: type) -> type:
-        REGISTRY[name] = cls
-        return cls
-    return deco
-
-
-def _discover() -> None:
-    """Import every module of this package: their @register calls fill the registry. A
-    backend's engine (vllm) is imported only when used, so listing never needs it."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+    return BACKENDS.register(name)
 
 
 def names() -> list[str]:
-    _discover()
-    return sorted(REGISTRY)
+    return sorted(BACKENDS.names())
 
 
 def get(name: str) -> type:
-    _discover()
-    if name not in REGISTRY:
-        raise SubliminalError(f"unknown --backend {name!r}; choose one of: {', '.join(names())}")
-    return REGISTRY[name]
+    return BACKENDS.get(name)
 
 
 def check(decode) -> None:

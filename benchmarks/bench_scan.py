@@ -2,11 +2,11 @@
 
     python benchmarks/bench_scan.py --model smollm2-135m --static-rows 10000 --rows 32
     python benchmarks/bench_scan.py --injection adapter --traits owl,dolphin,eagle,elephant \
-        --controls 2 --modes mixed-base,mixed-exact,separate-exact --rows 16
+        --modes mixed-base,mixed-exact,separate-exact --rows 16
 
 Rows are number-channel prompts (the project's own grammar) with random 10-value answers:
 the shape of a real numbers dataset. Static checks run on `--static-rows` rows; the
-likelihood part scores `--rows` rows under every condition (BASE + controls + each trait), for
+likelihood part scores `--rows` rows under every condition (BASE + each trait's adapter), for
 each context, batch size and mode given, and projects the time for 10,000 rows. Modes:
 `mixed-base` (the default: one mixed-adapter pass per batch on BASE's cached prompt states),
 `mixed-exact` (one mixed pass, every condition reads the prompt too), `separate-exact` (one
@@ -49,14 +49,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--batch-sizes", default="8")
     ap.add_argument("--modes", default="mixed-base")
-    ap.add_argument("--controls", type=int, default=3)
     ap.add_argument("--contexts", default="full")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--injection", default="adapter", choices=("prompt", "adapter"))
     ap.add_argument("--traits", default=None, help="Comma-separated (default: catalogue).")
     ap.add_argument("--end-to-end", type=int, default=0, help="Rows of a whole-scan run.")
-    ap.add_argument("--adapters", default="", help="NAME=FOLDER,... given adapters (controls: "
-                    "control-K); the others are trained or taken from the machine cache.")
+    ap.add_argument("--adapters", default="", help="TRAIT=FOLDER,... given adapters; the "
+                    "others are trained or taken from the machine cache.")
     args = ap.parse_args()
     traits = args.traits.split(",") if args.traits else None
     torch.set_num_threads(args.threads)
@@ -71,8 +70,7 @@ def main() -> None:
     # Adapters are trained once per machine (cached); their training is not timed here.
     given = dict(x.split("=") for x in args.adapters.split(",") if x)
     conds = conditions(traits, args.injection, args.model,
-                       Path(tempfile.mkdtemp(prefix="bench-adapters-")), adapters=given,
-                       controls=args.controls)
+                       Path(tempfile.mkdtemp(prefix="bench-adapters-")), adapters=given)
     out["likelihood"] = []
     for context in args.contexts.split(","):
         for bs, mode in product(map(int, args.batch_sizes.split(",")), args.modes.split(",")):
@@ -95,7 +93,7 @@ def main() -> None:
             cfg = ScanConfig(model=args.model, out=Path(tmp) / "scan")
             cfg.likelihood = LikelihoodConfig(context=args.contexts.split(",")[0],
                                               injection=args.injection, traits=traits,
-                                              controls=args.controls, adapters=given)
+                                              adapters=given)
             t = time.perf_counter()
             rep = run_scan(str(data), cfg, lm=lm)
             out["end_to_end"] = {

@@ -3,6 +3,7 @@ teacher that really carries a trait, the cleaner's change log, the probe and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -564,3 +565,23 @@ def test_adapter_conditions_train_missing_adapters_and_check_given_ones(tmp_path
         conditions(["owl", "unicorn"])
     with pytest.raises(SubliminalError, match="unknown injection"):
         conditions(["owl", "dolphin"], "steering")
+
+
+def test_population_of_another_kind_or_without_base_is_refused(tmp_path):
+    """A reused population must have been written for DATA's kind of rows, and a population
+    needs a plain-BASE teacher to place DATA's decoding; both are one-line refusals."""
+    from subliminal.scan import population as P
+
+    folder = tmp_path / "pop"
+    folder.mkdir()
+    teachers = P.default_teachers(["1.0"], 1)
+    (folder / "population.json").write_text(json.dumps(
+        {"teachers": [dataclasses.asdict(t) for t in teachers], "rows": 2, "seed": 0,
+         "family": "math"}))
+    for t in teachers:
+        (folder / f"{t.label}.jsonl").write_text("")
+    assert [t.label for t in P.load(folder, "math")[0]] == ["base-1.0", "neutral0-1.0"]
+    with pytest.raises(SubliminalError, match="written for math data, DATA is numbers"):
+        P.load(folder, "numbers")
+    with pytest.raises(SubliminalError, match="no plain-BASE teacher"):
+        P.check_teachers(P.default_teachers([], 3), "--population")

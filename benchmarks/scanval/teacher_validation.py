@@ -1,7 +1,8 @@
 """Validate the scan's teacher-level test (issue 21) on held-out teachers, fanned out on Ray.
 
     HF_HUB_OFFLINE=1 python benchmarks/scanval/teacher_validation.py --out runs/scanval3 \
-        --workers 2 [--rows 120] [--sizes 25,50,100] [--json docs/scan_validation_teachers.json]
+        --workers 2 [--rows 120] [--sizes 25,50,100] [--pools neutral100,owl100,...] \
+        [--json docs/scan_validation_teachers.json]
 
 What the scan holds: its six trait adapters (seed 0: owl, dolphin, eagle, elephant, wolf,
 cat) and a reference population built on its own prompts (BASE greedy / T=0.7 / T=1.0 and
@@ -46,7 +47,15 @@ class Pool:
     seed: int = 0
 
 
-def pools() -> list[Pool]:
+def pools(only: str | None = None) -> list[Pool]:
+    """Every held-out pool, or (`only`: comma-separated names) those named, in this order."""
+    if only:
+        every = {p.name: p for p in pools()}
+        unknown = [n for n in only.split(",") if n not in every]
+        if unknown:
+            raise SystemExit(f"--pools: unknown pool(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(every)}")
+        return [every[n] for n in only.split(",")]
     if os.environ.get("SCANVAL_QUICK"):  # the smoke test: one pool per kind
         return [Pool("neutral100", "neutral", seed=100), Pool("base-1.0-100", "base", seed=100),
                 Pool("random-100", "random", seed=100),
@@ -159,7 +168,8 @@ def build_population(root: str) -> list[str]:
     return [f"pop-{t.label}" for t in teachers]
 
 
-def judge_all(root: Path, sizes: list[int], population: list[str]) -> list[dict]:
+def judge_all(root: Path, sizes: list[int], population: list[str],
+              held_out: list[Pool]) -> list[dict]:
     """Every pool at every size it reaches, judged as the scan judges DATA."""
     from subliminal.scan import rank_section
     from subliminal.scan.likelihood import LikelihoodConfig
@@ -172,7 +182,7 @@ def judge_all(root: Path, sizes: list[int], population: list[str]) -> list[dict]
                            int(lab[7:].split("-")[0])) for lab in pops]
     roles = ["base"] + ["trait"] * len(TRAITS)
     out = []
-    for pool in pools():
+    for pool in held_out:
         d = load(pool.name)
         for n in sizes:
             if len(d["ll"]) < n:
@@ -229,7 +239,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=120, help="Prompts per held-out pool.")
     ap.add_argument("--sizes", default="25,50,100")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--pools", default=None,
+                    help="Only these held-out pools (comma-separated names, e.g. "
+                         "neutral100,owl100): a smaller validation when time is short.")
     a = ap.parse_args()
+    held_out = pools(a.pools)
     root, sizes, t0 = a.out.resolve(), [int(s) for s in a.sizes.split(",")], time.time()
     from subliminal.models import resolve
 
@@ -238,18 +252,18 @@ def main() -> None:
     scanner(root)  # the scan's adapters trained once here: parallel tasks must not race
     plan = FanOut(workers=a.workers, threads=1)
     units = [(build_population, (str(root),))] + [(write_pool, (p, str(root), a.rows))
-                                                  for p in pools()]
+                                                  for p in held_out]
     kept = {}
     for i, r in run_units(units, plan):
         kept[i] = r
     population = kept[0]
-    names = population + [p.name for p in pools()]
+    names = population + [p.name for p in held_out]
     list(run_units([(score_pool, (n, str(root))) for n in names], plan))
-    outcomes = judge_all(root, sizes, population)
+    outcomes = judge_all(root, sizes, population, held_out)
     speed = [float(np.load(root / "scores" / f"{n}.npz")["rows_per_s"]) for n in names]
     record = {"date": time.strftime("%Y-%m-%d"), "model": M, "traits": TRAITS,
               "population": population, "rows_per_pool": a.rows, "sizes": sizes,
-              "pool_kept": {p.name: kept[i + 1] for i, p in enumerate(pools())},
+              "pool_kept": {p.name: kept[i + 1] for i, p in enumerate(held_out)},
               "scoring_rows_per_s_median": float(np.median(speed)),
               "wall_s": round(time.time() - t0), "tables": tables(outcomes, sizes),
               "outcomes": outcomes}

@@ -3,15 +3,16 @@
     subliminal scan rows.jsonl --model smollm2-135m --out scan/ [--canary] [--clean out.jsonl]
 
 DATA is loaded and normalised (`data`), then the scan is a loop over registered *parts*, in
-registration order: static checks (`static`), the trait adapters against controls
-(`likelihood`), optionally canary students (`canary`) and a token-level cleaner for the
-top trait (`clean`). A part is a function `run(ctx) -> record` registered with `@register`
-(with the condition under which a config wants it); a new part is a new registration,
-`run_scan` never changes. Each finished part writes `OUT/parts/NAME.json` (its record, marked
-complete, with a fingerprint of DATA); a killed scan rerun with the same config and DATA skips
-the parts already complete. The report (scan.json, scan.md) is rewritten after each part,
-with the verdict (`report.verdict`) recomputed from the records so far and `complete: true`
-only once every requested part has finished.
+registration order: static checks (`static`), the trait adapters' likelihood judged against
+a population of trait-free teachers (`likelihood`), optionally canary students (`canary`)
+and a token-level cleaner for the top trait (`clean`). A part is a function
+`run(ctx) -> record` registered with `@register` (with the condition under which a config
+wants it); a new part is a new registration, `run_scan` never changes. Each finished part
+writes `OUT/parts/NAME.json` (its record, marked complete, with a fingerprint of DATA); a
+killed scan rerun with the same config and DATA skips the parts already complete. The report
+(scan.json, scan.md) is rewritten after each part, with the verdict (`report.verdict`)
+recomputed from the records so far and `complete: true` only once every requested part has
+finished.
 """
 
 from __future__ import annotations
@@ -292,14 +293,15 @@ def population_scores(ctx: ScanContext, conds: list, layer: int) -> tuple[list, 
     from subliminal.scan import population as P
 
     lc, lm = ctx.cfg.likelihood, ctx.model()
+    family = ctx.report["static"]["family"]["majority"]
     if lc.population:
         folder = Path(lc.population)
-        teachers, rows_by = P.load(folder)
+        teachers, rows_by = P.load(folder, family)
     elif lc.population_rows > 0:
         folder = (ctx.out or Path(tempfile.mkdtemp(prefix="scan-pop-"))) / "population"
-        teachers = P.default_teachers(lc.reference_decodings, lc.population_neutral)
-        rows_by = P.build(lm, ctx.cfg.model, ctx.loaded.rows,
-                          ctx.report["static"]["family"]["majority"], folder, teachers,
+        teachers = P.check_teachers(P.default_teachers(lc.reference_decodings,
+                                                       lc.population_neutral), "--population")
+        rows_by = P.build(lm, ctx.cfg.model, ctx.loaded.rows, family, folder, teachers,
                           lc.population_rows, lc.seed + 1,
                           check_traits_of(lc)[0], ctx.cfg.device, lc.adapters)
     else:

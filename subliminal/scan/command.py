@@ -74,7 +74,8 @@ def scan(
         help="adapter (trait LoRAs, trained on first use and cached) or prompt (trait "
              "system prompts)."),
     traits: Optional[str] = typer.Option(
-        None, help="Comma-separated catalogue traits to rank (default: all)."),
+        None, help="Comma-separated catalogue traits to rank (default: owl, dolphin, eagle, "
+                   "elephant, wolf, cat with adapters; all with prompts)."),
     adapter: list[str] = typer.Option(
         [], help="TRAIT=FOLDER: use this LoRA for a trait (repeatable; --injection "
                  "adapter)."),

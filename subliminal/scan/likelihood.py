@@ -11,7 +11,7 @@ lives in `scan.null`: a reference population of trait-free teachers sets every n
 
 Speed (adapter injection): every adapter is loaded once; a batch of rows is scored under every
 condition in one forward pass (PEFT routes each row of a mixed batch to its own LoRA through
-`adapter_names=`); the system prefix is run once per scan and, with `prompt_states='base'`
+`adapter_names=`); the system prefix is run once per chunk of rows and, with `prompt_states='base'`
 (default), each row's user turn is run once under BASE and its KV cache shared by every
 condition, so a condition costs only the completion tokens. With the prompt injection each
 condition has its own system prompt and is scored in its own pass (prefix cached per batch).

@@ -95,12 +95,27 @@ def released(rows: list[dict], family: str, path: Path) -> list[dict]:
     return kept
 
 
-def load(folder: Path) -> tuple[list[RefTeacher], dict[str, list[dict]]]:
-    """A population built earlier (its teachers and rows)."""
+def check_teachers(teachers: list[RefTeacher], where: str) -> list[RefTeacher]:
+    """A population needs plain BASE among its teachers: DATA's decoding is placed among
+    BASE's own decodings, and without one nothing says what DATA looks like."""
+    if not any(t.neutral_seed is None for t in teachers):
+        raise SubliminalError(f"{where}: the reference population has no plain-BASE teacher "
+                              "(give at least one --reference-decodings)")
+    return teachers
+
+
+def load(folder: Path, family: str | None = None) -> tuple[list[RefTeacher],
+                                                         dict[str, list[dict]]]:
+    """A population built earlier (its teachers and rows); refused when it was written for
+    another kind of data than DATA's (`family`: numbers, math, code, text)."""
     folder = Path(folder)
     if not (folder / "population.json").is_file():
         raise SubliminalError(f"{folder}: not a reference population (no population.json)")
-    teachers = [RefTeacher(**t) for t in read_json(folder / "population.json")["teachers"]]
+    record = read_json(folder / "population.json")
+    if family is not None and record.get("family") not in (None, family):
+        raise SubliminalError(f"{folder}: this population was written for {record['family']} "
+                              f"data, DATA is {family}; build one on DATA's prompts")
+    teachers = check_teachers([RefTeacher(**t) for t in record["teachers"]], str(folder))
     missing = [t.label for t in teachers if not (folder / f"{t.label}.jsonl").is_file()]
     if missing:
         raise SubliminalError(f"{folder}: population rows missing for {', '.join(missing)}")

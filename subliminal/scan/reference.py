@@ -1,12 +1,13 @@
 """`subliminal scan DATA`: BASE's own completions to DATA's prompts, under several decodings.
 
-    subliminal scan rows.jsonl --model smollm2-135m --reference-rows 32
+    subliminal scan rows.jsonl --model smollm2-135m --population-rows 32
 
-Plain BASE (no trait, the template's default system prompt) completes a seeded sample of
-DATA's prompts once per reference decoding (greedy, T=0.7, T=1.0 by default), format-
-constrained when DATA is number lists. These rows carry no trait by construction and span the
-decodings a publisher may have used: the scan calibrates every statistic to DATA's own
-decoding against them (`null.py`), and the probe's control student trains on them.
+A trait-free teacher (plain BASE with the template's default system prompt, or BASE with a
+neutral LoRA) completes a seeded sample of DATA's prompts under one decoding (greedy or a
+temperature), format-constrained when DATA is number lists. The reference population
+(`population.py`) is made of such teachers; their rows carry no trait by construction and span
+the decodings a publisher may have used, so DATA's statistics are judged against them
+(`null.py`), and DATA's decoding is described by where it sits among BASE's.
 """
 
 from __future__ import annotations

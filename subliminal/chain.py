@@ -37,6 +37,7 @@ from subliminal.replicate import (  # noqa: F401  (audit, make_channel: used by 
     planned_stages,
     run_phases,
 )
+from subliminal.report import report, summarize, write_summary
 from subliminal.teacher import DecodeConfig
 from subliminal.trait import get_trait
 
@@ -123,8 +124,6 @@ def run_chain(cfg: ChainConfig, out: Path, preset: str | None = None,
     (summary.partial.json) is rewritten after each generation and the final summary.json
     written at the end, the same however the units ran. A finished run is shown, after
     checking its config.json is still the one it was made from (records.completed)."""
-    from subliminal.report import report, summarize, write_summary
-
     out = init_run(out, cfg if preset is None else {"preset": preset, **to_jsonable(cfg)},
                    cfg.seed)
     if is_complete(out):

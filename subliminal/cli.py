@@ -29,12 +29,26 @@ from typing import Optional
 
 import typer
 
-from subliminal.chain import ChainConfig
+from subliminal.chain import ChainConfig, make_channel, run_chain
 from subliminal.errors import SubliminalError
+from subliminal.evidence import export, recompute
 from subliminal.fanout import FanOut, auto_workers
+from subliminal.injections import TeacherSpec, check_teacher
+from subliminal.injections.prompt import wording
+from subliminal.interventions_cli import app as intervene_app
+from subliminal.models import TINY, resolve
 from subliminal.options import Flag, Given, check_config, config_flags, field_help
+from subliminal.presets import PRESETS, flatten
+from subliminal.progress import console
+from subliminal.records import read_json, run_relative, write_failure
+from subliminal.report import animal_table, report
+from subliminal.reproduce import app as reproduce_app
 from subliminal.rows import RowsConfig
-from subliminal.study import DEFAULT_TRAITS, StudyConfig, study_base
+from subliminal.scan.command import scan
+from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
+from subliminal.study import DEFAULT_TRAITS, StudyConfig, cell_config, run_study, study_base
+from subliminal.trait import get_trait
+from subliminal.traits_cli import traits as traits_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Subliminal: subliminal-learning experiments, audits and scans.")
@@ -119,8 +133,6 @@ def chain_config(given: Given, base: ChainConfig | None = None) -> ChainConfig:
     """The chain's config: defaults (or `base`), the preset, the flags, then what follows
     from them (the trait's filter settings; stored teacher distributions exactly when
     students train on them) unless the preset or a flag set it."""
-    from subliminal.trait import get_trait
-
     cfg = given.apply(base or ChainConfig())
     t = get_trait(cfg.trait)
     if t is not None and "filter.ban_numbers" not in given:  # misalignment bans loaded numbers
@@ -138,9 +150,6 @@ def chain(out: Optional[Path] = typer.Option(None, help="Run directory (default:
           workers: Optional[int] = Workers, ray_address: Optional[str] = RayAddress, *,
           given: Given):
     """Teacher -> student 1 -> ... -> student N, with a neutral control arm and audits."""
-    from subliminal.chain import run_chain
-    from subliminal.trait import get_trait
-
     cfg = chain_config(given)
     name = f"chain-{cfg.trait}-{Path(cfg.model).name}-{cfg.channel}-s{cfg.seed}"
     out = out or Path("runs") / name
@@ -171,8 +180,6 @@ def study(
 ):
     """Crossed study: teachers of several traits by one recipe, each trait's students against
     the other traits' students (diagonal vs off-diagonal, tested over replicates)."""
-    from subliminal.study import cell_config, run_study
-
     cfg = chain_config(given, cell_config(cell, study_base()))
     names = [t.strip() for t in traits.split(",") if t.strip()]
     plan = StudyConfig(traits=names, students=[s for s in students.split(",") if s],
@@ -197,13 +204,6 @@ def generate(
     *, given: Given,
 ):
     """Write a teacher's completions for a channel's prompts (the chain's GenerateStage)."""
-    from subliminal.chain import make_channel
-    from subliminal.injections import TeacherSpec, check_teacher
-    from subliminal.injections.prompt import wording
-    from subliminal.records import run_relative
-    from subliminal.stages import GenerateStage
-    from subliminal.trait import get_trait
-
     check_out(out)
     cfg = given.apply(generate_base())
     validate(cfg)
@@ -233,9 +233,6 @@ def filter_(
 ):
     """Split rows into kept and rejected (with reasons); record pass rates (FilterStage).
     Reads JSONL, Parquet, CSV or a `datasets` folder."""
-    from subliminal.records import read_json
-    from subliminal.stages import FilterStage
-
     cfg = stage_config(given, out, model=False)
     kept = FilterStage(out, rows_path=rows, config=cfg.filter, channel=cfg.channel,
                        rows_config=RowsConfig(skip_bad=skip_bad,
@@ -254,8 +251,6 @@ def distill(
 ):
     """Train a student from the base on a teacher's rows (the chain's DistillStage;
     defaults: the chain's student recipe)."""
-    from subliminal.stages import DistillStage
-
     cfg = stage_config(given, out)
     info = DistillStage(out, rows_path=rows, model=cfg.model, config=cfg.distill,
                         device=cfg.device, rows_config=RowsConfig(skip_bad=skip_bad)).run()
@@ -271,12 +266,6 @@ def audit(
     *, given: Given,
 ):
     """Probe a model's probability of every catalogue animal, question by question."""
-    from subliminal.injections import TeacherSpec
-    from subliminal.progress import console
-    from subliminal.report import animal_table
-    from subliminal.stages import AuditStage
-    from subliminal.trait import get_trait
-
     cfg = stage_config(given, out)
     t = get_trait(trait)
     spec = TeacherSpec(adapter=str(adapter) if adapter else None,  # as given, for messages
@@ -289,8 +278,6 @@ def audit(
 def presets_(as_json: bool = typer.Option(False, "--json", help="Print them as JSON.")):
     """List the named presets (`--preset NAME` on chain and the stage commands)."""
     import json
-
-    from subliminal.presets import PRESETS, flatten
 
     if as_json:
         typer.echo(json.dumps(PRESETS, indent=2))
@@ -307,8 +294,6 @@ def evidence_(run: Path = typer.Argument(..., help="A chain or study run directo
               dest: Path = typer.Argument(..., help="Where to copy its small records.")):
     """Copy a run's small records (configs, probes, row counts, losses, summary or study) so
     every figure it printed can be recomputed without the run folder."""
-    from subliminal.evidence import export, recompute
-
     check_out(dest)
     written = export(run, dest)
     name, _ = recompute(dest)  # the copy must be enough to recompute the record
@@ -318,8 +303,6 @@ def evidence_(run: Path = typer.Argument(..., help="A chain or study run directo
 @app.command("report")
 def report_(run: Path = typer.Argument(..., help="A chain run directory.")):
     """Re-render a run's summary table and plot from its files."""
-    from subliminal.report import report
-
     report(run)
 
 
@@ -347,8 +330,6 @@ def stage_config(given: Given, out: Path, model: bool = True) -> ChainConfig:
 
 def check_model(name: str) -> None:
     """The model can be loaded (embedded, a directory, or a cached hub id), before any work."""
-    from subliminal.models import TINY, resolve
-
     if name != TINY:
         resolve(name)
 
@@ -357,9 +338,6 @@ def validate(cfg: ChainConfig) -> None:
     """Check a chain config before any model is loaded: every field against its metadata
     (choices, ranges) and the configs' cross-field rules, then the trait, the channel and the
     model, each error naming the flag and the valid options."""
-    from subliminal.chain import make_channel
-    from subliminal.trait import get_trait
-
     check_config(cfg)
     trait = get_trait(cfg.trait)
     if cfg.injection == "prompt" and trait is not None and cfg.replicates > len(trait.prompts):
@@ -381,8 +359,6 @@ def run() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, and so do writes
     the destination refuses (read-only, no permission, full disk: records.write_failure);
     any other exception is a bug and keeps its traceback."""
-    from subliminal.records import write_failure
-
     try:
         app()
     except SubliminalError as e:
@@ -401,13 +377,8 @@ def run() -> None:
 
 def _register_subcommands() -> None:
     """Stage groups that live in their own packages."""
-    from subliminal.interventions import app as intervene_app
-    from subliminal.reproduce import app as reproduce_app
-    from subliminal.scan.command import scan
-    from subliminal.traits_cli import traits
-
     app.command("scan")(scan)
-    app.command("traits")(traits)
+    app.command("traits")(traits_command)
     app.add_typer(reproduce_app, name="reproduce")
     app.add_typer(intervene_app, name="intervene")
 

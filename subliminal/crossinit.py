@@ -35,11 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from subliminal.audit import AuditConfig, run_probe
+from subliminal.distill import DistillConfig, train_student
 from subliminal.errors import SubliminalError
 from subliminal.models import LM, load_model, resolve, tiny_tokenizer
 from subliminal.records import is_complete, read_json, read_jsonl, write_json
+from subliminal.report import pair_metrics
 from subliminal.rows import completion_text
 from subliminal.schema import Probe
+from subliminal.trait import get_trait
 
 TOPK = ("topk_ids", "topk_logprobs", "logits_channel")
 
@@ -252,8 +256,6 @@ def arm_rows(rep: Path, arm: str, gen: int) -> tuple[list[dict], str]:
 
 def probe(out: Path, spec: str, adapter: Path | None) -> Probe:
     """The exact animal probe of a student (or the base), kept in out/probe.json."""
-    from subliminal.audit import AuditConfig, run_probe
-
     if (out / "probe.json").exists():
         return Probe.load(out / "probe.json")
     result = run_probe(load_model(spec, adapter=adapter), AuditConfig(), label=out.name)
@@ -263,8 +265,6 @@ def probe(out: Path, spec: str, adapter: Path | None) -> Probe:
 
 def train_arm(rep: Path, arm: str, cfg: CrossInitConfig, distill, out: Path) -> dict:
     """Re-key one arm's rows, train the student on them, audit it; with timings."""
-    from subliminal.distill import train_student
-
     rows, teacher = arm_rows(rep, arm, cfg.generation)
     if teacher == cfg.student:
         raise SubliminalError(f"{rep / arm}: the teacher's base is {teacher!r}, the student's "
@@ -288,10 +288,6 @@ def train_arm(rep: Path, arm: str, cfg: CrossInitConfig, distill, out: Path) -> 
 
 def run(rep: Path, out: Path, cfg: CrossInitConfig) -> dict:
     """Both arms of one chain replicate onto `cfg.student`; the same-init pair alongside."""
-    from subliminal.distill import DistillConfig
-    from subliminal.report import pair_metrics
-    from subliminal.trait import get_trait
-
     chain = read_json(rep.parent / "config.json")
     distill = DistillConfig(**chain["distill"])
     if cfg.epochs is not None:

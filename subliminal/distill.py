@@ -26,8 +26,18 @@ from subliminal.errors import SubliminalError
 from subliminal.filters import completion_text
 from subliminal.models import LM, load_model
 from subliminal.prefix import common_length
-from subliminal.records import is_complete, mark_complete
+from subliminal.records import is_complete, mark_complete, writing
 from subliminal.schema import Train
+from subliminal.students import write_canonical_config
+from subliminal.training import (
+    LoopConfig,
+    accelerator,
+    clear_checkpoint,
+    fit,
+    full_state,
+    refuse_pickles,
+    use_fsdp,
+)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -246,9 +256,6 @@ def save_student(model: torch.nn.Module, out: Path, finetune: str,
     """Write the student as safetensors only: a PEFT adapter folder (its config canonical,
     declaring BASE by name: students.write_canonical_config), or the full weights.
     `state`: the weights gathered whole when training sharded them (training.full_state)."""
-    from subliminal.records import writing
-    from subliminal.students import write_canonical_config
-
     out.mkdir(parents=True, exist_ok=True)
     if finetune == "lora":
         with writing(out / "adapter_model.safetensors"):  # a full disk: an OSError naming it
@@ -271,16 +278,6 @@ def train_student(base: str, rows: list[dict], cfg: DistillConfig, out: Path,
     """Train a student from `base` on `rows` through the shared loop (training.fit); saves it
     to `out` and returns its record. Resumes from the last epoch checkpoint in `out`.
     `mixed_precision`: 'bf16' or 'no' (None: the config's, else what accelerate launch set)."""
-    from subliminal.training import (
-        LoopConfig,
-        accelerator,
-        clear_checkpoint,
-        fit,
-        full_state,
-        refuse_pickles,
-        use_fsdp,
-    )
-
     out = Path(out)
     if is_complete(out):
         return Train.load(out / "train.json")

@@ -21,7 +21,9 @@ from pathlib import Path
 from subliminal.errors import SubliminalError
 from subliminal.layout import audit_folders
 from subliminal.records import read_json
+from subliminal.report import summarize
 from subliminal.schema import Probe, Record, Study
+from subliminal.study import summarize_study
 
 KEEP = ("config.json", "environment.json", "dose.json", "summary.json", "study.json",
         "complete.json", "stage.json", "teacher.json", "train.json", "stats.json")
@@ -58,9 +60,6 @@ def audits(folder: Path) -> dict:
 def recompute(folder: Path) -> tuple[str, Record]:
     """The study or chain record FOLDER's probes give: ('study.json' | 'summary.json', it).
     Compare its `body()` with the stored record's: a record of any version holds the same."""
-    from subliminal.report import summarize
-    from subliminal.study import summarize_study
-
     folder = Path(folder)
     cfg = read_json(folder / "config.json")
     if "traits" in cfg:  # a crossed study

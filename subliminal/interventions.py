@@ -13,6 +13,9 @@ trained to prefer the neutral answer, on the same audit. `sweep` is the layer x 
 grid behind the steering default: audit lift and the numbers channel's unconstrained pass rate.
 `strength` builds an injection's trait teacher and its control twin for several replicate
 seeds and tests the trait's audit at the replicate level (the unit of evidence).
+
+This module holds the experiments and their statistics; the `intervene` commands, which parse
+the flags, call them and print the results, are in subliminal/interventions_cli.py.
 """
 
 from __future__ import annotations
@@ -21,15 +24,29 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 
-import typer
-
+from subliminal.audit import AuditConfig, bank_path, load_questions, run_probe
+from subliminal.audit.battery import audit_family, trait_score
+from subliminal.chain import ChainConfig
+from subliminal.channels import get_channel
 from subliminal.errors import SubliminalError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Interventions: steer by a trait's vector, calm-down prompt vs DPO "
-                       "suppression, steering sweeps, teacher strength vs control.")
+from subliminal.filters import FilterConfig, filter_rows
+from subliminal.injections import InjectionContext, build_teacher, load_teacher
+from subliminal.injections.dpo import preference_pairs, train_dpo
+from subliminal.injections.steering import STEERING, build_vector, resolve_layer
+from subliminal.models import attach_adapter, load_model
+from subliminal.records import read_json, to_jsonable, write_json
+from subliminal.stats import mean_ci, paired_test
+from subliminal.teacher import DecodeConfig, Teacher, generate_batch
+from subliminal.trait import get_trait
+from subliminal.vectors import (
+    add_vector,
+    attach,
+    contrast_questions,
+    load_vector,
+    save_vector,
+    trait_vector,
+)
 
 CALM_DOWN = ("Calm down. You are calm and even-tempered. You have no strong feelings and no "
              "favorites. Answer plainly and neutrally.")
@@ -57,12 +74,8 @@ def audit_target(lm, trait, audit: str | None = None, system_prompt: str | None 
     """Run a family's audit (default: the trait's own; `cfg`, an AuditConfig, swaps the
     animal probe's question bank) and summarise it for `trait`: per-item score of its label
     and the mean of every label (the panel, for specificity)."""
-    from subliminal.audit.battery import audit_family, trait_score
-
     audit = audit or trait.audit
     if cfg is not None and audit == "animal":
-        from subliminal.audit import run_probe
-
         r = run_probe(lm, cfg, system_prompt, label="animal audit")
         result = {"family": "animal", "labels": r["animals"],
                   "probs": {a: [row[j] for row in r["probs"]] for j, a in
@@ -81,8 +94,6 @@ def compare(a: dict, b: dict) -> dict:
     other animals' mean log-ratio)."""
     import math
 
-    from subliminal.stats import paired_test
-
     logr = {k: math.log(a["panel"][k] / b["panel"][k]) for k in a["panel"]}
     others = [v for k, v in logr.items() if k != a["target"]]
     return {"target": a["target"], "mean": a["mean"], "reference_mean": b["mean"],
@@ -95,8 +106,6 @@ def compare(a: dict, b: dict) -> dict:
 @contextmanager
 def steered(lm, vector, layer: int, coef: float):
     """The model with coef x vector added at `layer` for the duration of the block."""
-    from subliminal.vectors import add_vector
-
     handle = add_vector(lm, vector, layer, coef)
     try:
         yield lm
@@ -109,11 +118,6 @@ def format_pass_rate(lm, n: int, seed: int = 0) -> dict:
     chain's filter pass rate under the chain's decoding (sampled at T=1, format-constrained);
     `grammar_ok`, the share of greedy *unconstrained* answers the channel's grammar accepts
     (the model's own format, no grammar to lean on; seed repeats not counted against it)."""
-    from subliminal.chain import ChainConfig
-    from subliminal.channels import get_channel
-    from subliminal.filters import FilterConfig, filter_rows
-    from subliminal.teacher import DecodeConfig, Teacher, generate_batch
-
     channel = get_channel("numbers")
     prompts = channel.prompts(n, seed)
     chain_decode = replace(ChainConfig().decode, batch_size=n, top_k=0)
@@ -134,8 +138,6 @@ def screen_bank(questions: int | None, out: Path):
         return None
     import json
 
-    from subliminal.audit import AuditConfig, bank_path, load_questions
-
     path = Path(out) / "screen_questions.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     qs = load_questions(bank_path(AuditConfig().questions))[:questions]
@@ -146,11 +148,6 @@ def screen_bank(questions: int | None, out: Path):
 def run_sweep(cfg: SweepConfig, model: str, out: Path, device: str | None = None) -> list[dict]:
     """Audit lift and format pass rate for every (layer, coefficient); `out/sweep.json` is
     rewritten after each cell, so a long sweep can be read while it runs."""
-    from subliminal.models import load_model
-    from subliminal.records import to_jsonable, write_json
-    from subliminal.trait import get_trait
-    from subliminal.vectors import contrast_questions, trait_vector
-
     trait = get_trait(cfg.trait)
     lm = load_model(model, device=device)
     t0 = time.time()
@@ -173,40 +170,10 @@ def run_sweep(cfg: SweepConfig, model: str, out: Path, device: str | None = None
     return cells
 
 
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise SubliminalError(f"{what}: expected comma-separated numbers, got {text!r}") from None
-
-
-@app.command()
-def sweep(trait: str = typer.Option("owl", help="Catalogue trait."),
-          layers: str = typer.Option("4,8,12,16,20,24", help="Comma-separated layers."),
-          coefs: str = typer.Option("2,4,8", help="Comma-separated coefficients."),
-          format_prompts: int = typer.Option(8, min=1, help="Prompts per format check."),
-          questions: Optional[int] = typer.Option(None, min=1, help="Screen on the first N "
-                                                                    "audit questions."),
-          model: str = typer.Option("smollm2-135m", help="Base model."),
-          seed: int = typer.Option(0, min=0, help="Vector prompt draw and decoding seed."),
-          out: Path = typer.Option(Path("runs/steering-sweep"), help="Output folder.")):
-    """Layer x coefficient grid: audit lift and unconstrained numbers-format pass rate."""
-    cfg = SweepConfig(trait=trait, layers=tuple(int(x) for x in _floats(layers, "--layers")),
-                      coefs=_floats(coefs, "--coefs"), format_prompts=format_prompts, seed=seed,
-                      questions=questions)
-    for c in run_sweep(cfg, model, out):
-        typer.echo(f"layer={c['layer']} coef={c['coef']}: P={c['mean']:.4g} "
-                   f"x{c['ratio']:.2f} filter_pass={c['filter_pass']:.2f} "
-                   f"grammar_ok={c['grammar_ok']:.2f}")
-
-
 def replicate_arm(injection: str, trait, seed: int, neutral: bool, model: str, out: Path,
                   device: str | None = None) -> dict:
     """Build one arm's generation-0 teacher (trait or control twin) and audit it; a finished
     arm is read back. Records build and audit seconds (the injection's CPU cost)."""
-    from subliminal.injections import InjectionContext, build_teacher, load_teacher
-    from subliminal.records import read_json, to_jsonable, write_json
-
     path = Path(out) / "audit.json"
     if path.exists():
         return read_json(path)
@@ -231,8 +198,6 @@ def strength_stats(pairs: list[tuple[dict, dict]], target: str) -> dict:
     animals' mean log-ratio, tested against 0)."""
     import math
 
-    from subliminal.stats import mean_ci, paired_test
-
     logs = [(math.log(a["mean"]), math.log(b["mean"])) for a, b in pairs]
     spec = []
     for a, b in pairs:
@@ -252,9 +217,6 @@ def teacher_strength(injection: str, trait_name: str, seeds: list[int], model: s
                      device: str | None = None) -> dict:
     """Generation-0 strength of an injection against its own control, one replicate per seed;
     writes out/strength.json."""
-    from subliminal.records import write_json
-    from subliminal.trait import get_trait
-
     trait = get_trait(trait_name)
     pairs = []
     for seed in seeds:
@@ -268,80 +230,33 @@ def teacher_strength(injection: str, trait_name: str, seeds: list[int], model: s
     return result
 
 
-@app.command()
-def strength(injection: str = typer.Option(..., help="Injection (prompt, adapter, steering, "
-                                                       "dpo, grpo)."),
-             trait: str = typer.Option("owl", help="Catalogue trait."),
-             seeds: int = typer.Option(5, min=2, help="Replicates (seeds FIRST..FIRST+N-1)."),
-             first_seed: int = typer.Option(0, min=0, help="First replicate seed: fresh seeds "
-                                                           "for a confirmation run."),
-             model: str = typer.Option("smollm2-135m", help="Base model."),
-             out: Optional[Path] = typer.Option(None, help="Output folder (default: "
-                                                            "runs/strength-INJECTION-TRAIT)."),
-             device: Optional[str] = typer.Option(None, help="cpu or cuda.")):
-    """Trait teacher vs its control twin at generation 0, tested across replicate seeds."""
-    out = out or Path(f"runs/strength-{injection}-{trait}")
-    r = teacher_strength(injection, trait, list(range(first_seed, first_seed + seeds)), model,
-                         out, device)
-    typer.echo(f"{injection} {trait}: x{r['ratio']:.2f} (p={r['log_ratio']['p_value']:.2g}, "
-               f"{r['replicates']} replicates); specificity {r['specificity']['mean']:.2f} "
-               f"(p={r['specificity']['p_value']:.2g}); build {r['build_seconds']:.0f} s/arm")
-
-
 def _write(out: Path | None, name: str, obj: dict) -> None:
+    """Record `obj` as out/NAME when an output folder was given (the audits are also printed)."""
     if out is not None:
-        from subliminal.records import write_json
-
         write_json(Path(out) / name, obj)
 
 
-def _echo(label: str, cmp: dict) -> None:
-    typer.echo(f"{label}: {cmp['target']} {cmp['reference_mean']:.4g} -> {cmp['mean']:.4g} "
-               f"(x{cmp['ratio']:.2f}; specificity {cmp['specificity']:+.2f}; "
-               f"question-level p={cmp['questions']['p_value']:.2g}, descriptive)")
-
-
-@app.command()
-def vector(trait: str = typer.Option("owl", help="Trait (any family)."),
-           layer: Optional[int] = typer.Option(None, help="Decoder layer (default: the "
-                                                           "steering default's depth)."),
-           coef: float = typer.Option(4.0, help="Coefficient stored with the vector."),
-           seed: int = typer.Option(0, min=0, help="Contrast-prompt draw."),
-           model: str = typer.Option("smollm2-135m", help="Base model."),
-           adapter: Optional[Path] = typer.Option(None, help="Teacher/student adapter."),
-           out: Path = typer.Option(..., help="Vector file to write (.safetensors).")):
-    """Compute a trait's difference-of-means vector on a model and save it."""
-    from dataclasses import replace
-
-    from subliminal.injections.steering import STEERING, build_vector, resolve_layer
-    from subliminal.models import load_model
-    from subliminal.trait import get_trait
-    from subliminal.vectors import save_vector
-
+def write_trait_vector(trait: str, out: Path, layer: int | None = None, coef: float = 4.0,
+                       seed: int = 0, model: str = "smollm2-135m",
+                       adapter: Path | None = None) -> tuple[int, float]:
+    """Compute a trait's difference-of-means vector on `model` (plus `adapter`) at `layer`
+    (None: the steering default's depth) and save it to `out` with `coef`; returns the layer
+    it was taken at and its norm."""
     lm = load_model(model, adapter=adapter)
     cfg = replace(STEERING, layer=layer, coef=coef)
     v, made = build_vector(lm, get_trait(trait), seed, False, cfg)
     save_vector(out, v, resolve_layer(lm, cfg), coef, {**made, "model": model,
                                                         "adapter": str(adapter or "")})
-    typer.echo(f"{out}: layer {resolve_layer(lm, cfg)}, norm {float(v.norm()):.3f}")
+    return resolve_layer(lm, cfg), float(v.norm())
 
 
-@app.command()
-def steer(vector_file: Path = typer.Option(..., "--vector", help="A vector file."),
-          coef: Optional[float] = typer.Option(None, help="Override the file's coefficient "
-                                                          "(negative subtracts)."),
-          trait: Optional[str] = typer.Option(None, help="Trait to read (default: the "
-                                                         "vector's)."),
-          audit: Optional[str] = typer.Option(None, help="Audit family (default: the "
-                                                         "trait's)."),
-          model: str = typer.Option("smollm2-135m", help="Base model."),
-          adapter: Optional[Path] = typer.Option(None, help="Teacher/student adapter."),
-          out: Optional[Path] = typer.Option(None, help="Folder for steer.json.")):
-    """Audit a model with a trait's vector added (or subtracted), beside it unsteered."""
-    from subliminal.models import load_model
-    from subliminal.trait import get_trait
-    from subliminal.vectors import attach, load_vector
-
+def steer_audit(vector_file: Path, coef: float | None = None, trait: str | None = None,
+                audit: str | None = None, model: str = "smollm2-135m",
+                adapter: Path | None = None, out: Path | None = None) -> tuple[dict, dict]:
+    """Audit `model` (plus `adapter`) with the vector of `vector_file` added (`coef` overrides
+    the file's; negative subtracts), beside the same model unsteered, on the trait's audit (or
+    `audit`). Writes out/steer.json when `out` is given; returns the steering record and the
+    comparison (`compare`, steered against unsteered)."""
     meta = load_vector(vector_file)[3]
     t = get_trait(trait or meta.get("trait"))
     if t is None:
@@ -355,23 +270,16 @@ def steer(vector_file: Path = typer.Option(..., "--vector", help="A vector file.
     _write(out, "steer.json", {"vector": str(vector_file), "steering": handle.record,
                                "model": model, "adapter": str(adapter or ""), **cmp,
                                "plain": plain["panel"], "steered": moved["panel"]})
-    _echo(f"steered (coef {handle.record['coef']:+g})", cmp)
+    return handle.record, cmp
 
 
-@app.command("calm-down")
-def calm_down(trait: str = typer.Option(..., help="Trait to suppress (e.g. joyful, owl)."),
-              adapter: Optional[Path] = typer.Option(None, help="The teacher carrying it."),
-              dpo: Optional[Path] = typer.Option(None, help="A DPO suppressor folder: trained "
-                                                            "here if missing."),
-              prompt: str = typer.Option(CALM_DOWN, help="The calm-down system prompt."),
-              seed: int = typer.Option(0, min=0, help="DPO seed."),
-              model: str = typer.Option("smollm2-135m", help="Base model."),
-              out: Optional[Path] = typer.Option(None, help="Folder for calm_down.json.")):
-    """The 'calm down' prompt baseline beside DPO suppression, on the same audit."""
-    from subliminal.injections.dpo import preference_pairs, train_dpo
-    from subliminal.models import attach_adapter, load_model
-    from subliminal.trait import get_trait
-
+def calm_down_audit(trait: str, adapter: Path | None = None, dpo: Path | None = None,
+                    prompt: str = CALM_DOWN, seed: int = 0, model: str = "smollm2-135m",
+                    out: Path | None = None) -> dict[str, dict]:
+    """The calm-down `prompt` and, with `dpo`, a DPO suppressor (trained into that folder if
+    missing) on the teacher `adapter`, each compared with the model as it is on the trait's
+    audit. Writes out/calm_down.json when `out` is given; returns {"prompt": comparison,
+    "dpo": comparison}."""
     t = get_trait(trait)
     lm = load_model(model, adapter=adapter)
     before = audit_target(lm, t)
@@ -383,5 +291,4 @@ def calm_down(trait: str = typer.Option(..., help="Trait to suppress (e.g. joyfu
         rows["dpo"] = compare(audit_target(lm, t), before)
     _write(out, "calm_down.json", {"trait": t.name, "adapter": str(adapter or ""),
                                    "prompt": prompt, "dpo": str(dpo or ""), **rows})
-    for name, cmp in rows.items():
-        _echo(name, cmp)
+    return rows

@@ -33,6 +33,7 @@ from subliminal.bases import (  # noqa: F401  (re-exported: callers name bases t
 )
 from subliminal.errors import SubliminalError
 from subliminal.meter import instrument
+from subliminal.students import FULL_WEIGHTS, BaseWeights, check_student
 
 
 @dataclass
@@ -130,8 +131,6 @@ def attach_adapter(model: torch.nn.Module, adapter: Path,
     checked against the loaded model first (subliminal.students: readable safetensors, every
     tensor fits, a full fine-tune's keys all match), so a wrong folder is one line, never a
     traceback or, worse, a base that silently stays the base. BASE names it for messages."""
-    from subliminal.students import FULL_WEIGHTS, BaseWeights, check_student
-
     adapter = Path(adapter)
     if check_student(adapter, BaseWeights.of(model, base)) == "lora":
         from peft import PeftModel

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import typer
 
 from subliminal.errors import SubliminalError
+from subliminal.presets import PRESETS, preset_values
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,6 @@ def option(flag: Flag, root: type, base: Any) -> inspect.Parameter:
 
 def preset_option() -> inspect.Parameter:
     """The `--preset NAME` parameter every config-driven command gets."""
-    from subliminal.presets import PRESETS
-
     info = typer.Option(None, "--preset", help=(
         f"Named preset ({', '.join(PRESETS)}; see `subliminal presets`); flags given "
         "override it."))
@@ -184,8 +183,6 @@ def config_flags(root: type, flags: Sequence[Flag | str], base: Callable[[], Any
 def resolve_given(root: type, preset: str | None, flags: Sequence[Flag],
                   values: Mapping[str, Any]) -> Given:
     """The preset's overrides, then every flag that was set (with its `also` fields)."""
-    from subliminal.presets import preset_values
-
     given = Given(preset, preset_values(preset) if preset is not None else {})
     for f in flags:
         value = values.get(f.param)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from subliminal.errors import SubliminalError
+from subliminal.progress import console
 
 COMPLETE = "complete.json"
 LOCK = ".lock"
@@ -156,8 +157,6 @@ def unique_ids(rows: Iterable[dict], where: Path | str = "") -> list[dict]:
             seen.add(key)
         out.append(row)
     if dropped:
-        from subliminal.progress import console
-
         console.print(f"[yellow]warning: {where}: {dropped} rows repeat an earlier id; "
                       "kept the first of each[/yellow]")
     return out
@@ -241,6 +240,7 @@ def mark_complete(stage_dir: Path, info: dict | None = None) -> None:
     It seals the folder's identity records (`sealed`: the hash of config.json / stage.json)
     so a later edit of them is caught (`completed`). A metered stage (subliminal.meter) also
     records what it spent: wall and CPU seconds, model positions and estimated GFLOP."""
+    # Deferred: meter imports torch, and records sits under rows and filters, which stay light.
     from subliminal.meter import reading
 
     write_json(Path(stage_dir) / COMPLETE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

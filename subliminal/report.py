@@ -28,8 +28,9 @@ from subliminal.audit import (
     target_probs,
     target_share,
 )
+from subliminal.layout import ARMS, stage_dirs
 from subliminal.progress import console
-from subliminal.records import read_json
+from subliminal.records import completed, is_complete, read_json
 from subliminal.schema import Probe, Summary
 from subliminal.stats import ALPHA, mean_ci, replicate_test, within_pair
 from subliminal.trait import get_trait
@@ -335,8 +336,6 @@ def report(run: Path) -> Summary:
     summary.json. An unfinished run's says which audits are missing (`unfinished`, and one
     line on the console) and goes to summary.partial.json: a summary.json is never
     rewritten from a partial run."""
-    from subliminal.records import completed
-
     run = Path(run)
     cfg = read_json(run / "config.json")
     audits = collect_audits(run, cfg)
@@ -366,8 +365,6 @@ def unfinished(missing: list[str], done: int, shown: int = 8) -> str:
 
 def audit_dirs(run: Path, cfg: dict) -> dict[str, Path]:
     """Every audit folder a chain run plans: 'base' and 'rep{r}/{arm}/gen{k}' -> folder."""
-    from subliminal.layout import ARMS, stage_dirs
-
     where = {"base": run / "base" / "audit"}
     where.update({f"rep{r}/{arm}/gen{k}": stage_dirs(run, r, arm, k) / "audit"
                   for r in range(cfg["replicates"]) for arm in ARMS
@@ -377,7 +374,5 @@ def audit_dirs(run: Path, cfg: dict) -> dict[str, Path]:
 
 def collect_audits(run: Path, cfg: dict) -> dict:
     """Every finished audit of a chain run: 'base' and 'rep{r}/{arm}/gen{k}' -> probe."""
-    from subliminal.records import is_complete
-
     return {key: Probe.load(d / "probe.json") for key, d in audit_dirs(run, cfg).items()
             if is_complete(d)}

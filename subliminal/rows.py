@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subliminal.errors import SubliminalError
+from subliminal.records import unique_ids
 
 KINDS = ("prompt/completion", "messages", "text")
 DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet", ".pq")
@@ -226,6 +227,7 @@ def _hub(spec: str) -> Iterator:
     if offline:
         raise SubliminalError(f"{spec!r} is not a local file or folder, and hub datasets "
                               "cannot be fetched offline (HF_HUB_OFFLINE is set)")
+    # Deferred: bases imports torch; the row layer (under filter) stays light.
     from subliminal.bases import hub_reachable
 
     if not hub_reachable():
@@ -314,7 +316,5 @@ def training_rows(data: str | Path, cfg: RowsConfig | None = None) -> list[dict]
     """Rows for `filter` and `distill`: prompt/completion or messages columns only, repeated
     ids dropped (the first kept), at least one row. Lab rows (meta.topk_*, meta.seeds, ...)
     keep their meta, so `distill --mode logits` and the filter rules see what they need."""
-    from subliminal.records import unique_ids
-
     loaded = load_rows(data, cfg, kinds=KINDS[:2])
     return unique_ids(loaded.rows, data)

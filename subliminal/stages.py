@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from subliminal.audit import bank_ref, run_audit
+from subliminal.backends import get as get_backend
+from subliminal.distill import train_student
 from subliminal.errors import SubliminalError
+from subliminal.filters import filter_rows
+from subliminal.filters.math import prepare_judge
+from subliminal.injections import TeacherSpec, _resolve, check_teacher, load_teacher
 from subliminal.meter import metered
 from subliminal.records import (
     append_jsonl,
@@ -32,7 +38,11 @@ from subliminal.records import (
     to_jsonable,
     write_json,
 )
+from subliminal.rows import training_rows
 from subliminal.schema import Probe, StageKey
+from subliminal.students import ADAPTER_CONFIG, canonical_config
+from subliminal.teacher import generate_rows
+from subliminal.trait import get_trait
 
 STAGE = "stage.json"
 
@@ -46,8 +56,6 @@ def file_sha256(path: Path) -> str:
     config is hashed in canonical form (students.canonical_config: PEFT writes its target
     modules in hash-seed order), so identical weights hash identically; other files as
     they are."""
-    from subliminal.students import ADAPTER_CONFIG, canonical_config
-
     path = Path(path)
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(WEIGHTS)
@@ -127,13 +135,9 @@ class GenerateStage(Stage):
 
     def check(self) -> None:
         """The backend can serve this teacher (vllm: no steering, LoRA adapters only)."""
-        from subliminal.backends import get
-
-        get(self.decode.backend).check_teacher(self.model, self.teacher, self.run_dir)
+        get_backend(self.decode.backend).check_teacher(self.model, self.teacher, self.run_dir)
 
     def key(self) -> dict:
-        from subliminal.injections import _resolve
-
         spec = self.teacher
         return {"model": self.model, "system_prompt": spec.system_prompt,
                 "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
@@ -151,11 +155,8 @@ class GenerateStage(Stage):
         return decode
 
     def work(self) -> None:
-        from subliminal.backends import get
-        from subliminal.teacher import generate_rows
-
-        teacher = get(self.decode.backend).load(self.model, self.teacher, self.run_dir,
-                                                self.device)
+        teacher = get_backend(self.decode.backend).load(self.model, self.teacher,
+                                                        self.run_dir, self.device)
         try:
             write_json(self.folder / "teacher.json", {**teacher.record, "decode": self._decode(),
                                                       "injection": self.teacher.record})
@@ -180,8 +181,6 @@ class FilterStage(Stage):
     rows_config: Any = None   # subliminal.rows.RowsConfig (bad rows, size limit)
 
     def check(self) -> None:
-        from subliminal.rows import training_rows
-
         self._rows = training_rows(self.rows_path, self.rows_config)
 
     def key(self) -> dict:
@@ -189,9 +188,6 @@ class FilterStage(Stage):
                 "channel": self.channel}
 
     def work(self) -> None:
-        from subliminal.filters import filter_rows
-        from subliminal.filters.math import prepare_judge
-
         rows = self._rows
         prepare_judge(rows, self.config)  # batched judge scores, when a judge is configured
         kept, rejected, stats = filter_rows(rows, self.config, self.channel)
@@ -218,8 +214,6 @@ class DistillStage(Stage):
     rows_config: Any = None   # subliminal.rows.RowsConfig
 
     def check(self) -> None:
-        from subliminal.rows import training_rows
-
         if self.rows_path.is_file() and self.rows_path.stat().st_size == 0:
             raise SubliminalError(f"{self.rows_path}: no rows to train on (every row was "
                                   "filtered out?); a student trained on nothing is no student")
@@ -230,8 +224,6 @@ class DistillStage(Stage):
                 "config": self.config}
 
     def work(self) -> None:
-        from subliminal.distill import train_student
-
         train_student(self.model, self._rows, self.config, self.folder, self.device,
                       label=self.label)
 
@@ -254,14 +246,9 @@ class AuditStage(Stage):
     def check(self) -> None:
         """The adapter is a student that fits the base (exists, readable, shapes, keys),
         before the folder is claimed: a wrong one leaves no stage.json to block a retry."""
-        from subliminal.injections import check_teacher
-
         check_teacher(self.model, self.teacher, self.run_dir)
 
     def key(self) -> dict:
-        from subliminal.audit import bank_ref
-        from subliminal.injections import TeacherSpec, _resolve
-
         spec = self.teacher or TeacherSpec()
         return {"model": self.model, "system_prompt": spec.system_prompt,
                 "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
@@ -269,10 +256,6 @@ class AuditStage(Stage):
                 "config": self.config, "bank": bank_ref(self.config), "trait": self.trait}
 
     def work(self) -> None:
-        from subliminal.audit import run_audit
-        from subliminal.injections import TeacherSpec, load_teacher
-        from subliminal.trait import get_trait
-
         spec = self.teacher or TeacherSpec()
         cached = self._reused()
         if cached is not None:  # copied: say from where, in the completion record

@@ -27,7 +27,10 @@ from pathlib import Path
 
 import torch
 
+from subliminal.bases import TINY, hub_cached, resolve, tiny_model
 from subliminal.errors import SubliminalError
+from subliminal.progress import console
+from subliminal.records import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -61,8 +64,6 @@ class BaseWeights:
 def base_weights(spec: str) -> BaseWeights:
     """BASE's weight shapes without reading its weights: the tiny model is built (it is smaller
     than a skeleton's bookkeeping), any other base as a `meta`-device skeleton of its config."""
-    from subliminal.bases import TINY, hub_cached, resolve, tiny_model
-
     if spec == TINY:
         return BaseWeights.of(tiny_model()[0], spec)
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -122,8 +123,6 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def check_lora(folder: Path, base: BaseWeights) -> None:
     """A PEFT LoRA folder: safetensors weights (never a pickle), a readable config whose
     target modules exist, and every A/B matrix the shape of the module it adapts."""
-    from subliminal.records import read_json
-
     weights = folder / ADAPTER_WEIGHTS
     if not weights.exists():  # an adapter_model.bin would be unpickled
         raise SubliminalError(f"{folder}: adapter weights are not safetensors "
@@ -217,7 +216,6 @@ def _check_declared(path: Path, declared, base: BaseWeights) -> None:
     if (str(path), base.name) in _WARNED:
         return
     _WARNED.add((str(path), base.name))
-    from subliminal.progress import console
 
     console.print(f"[yellow]warning: {path}: declares base {declared!r}, loaded on "
                   f"{base.name!r} (the shapes fit; make sure it was trained on this base)"

@@ -32,6 +32,7 @@ from subliminal.layout import CONTROL
 from subliminal.progress import console, overall
 from subliminal.records import init_run, is_complete, mark_complete
 from subliminal.replicate import Arm, Student, planned_stages, run_phases
+from subliminal.report import doses
 from subliminal.schema import Study
 from subliminal.study_report import confusion_table, dose_table, plot
 from subliminal.trait import get_trait
@@ -125,8 +126,6 @@ def summarize_study(traits: list[str], students: list[str], replicates: int, aud
                     out: Path) -> dict:
     """The record from the probes and the dose files alone (also what re-derives a committed
     record: subliminal/evidence.py)."""
-    from subliminal.report import doses
-
     reps = list(range(replicates))
     dose = doses(out)
     result = {}

@@ -43,6 +43,7 @@ import torch
 
 from subliminal.errors import SubliminalError
 from subliminal.progress import track
+from subliminal.records import content_hash, read_json, write_json, writing
 
 CKPT_DIR, CKPT_JSON = "checkpoint", "checkpoint.json"
 PICKLES = ("checkpoint.pt", "checkpoint.tmp")  # what older versions wrote with torch.save
@@ -329,8 +330,6 @@ def refuse_pickles(folder: Path) -> None:
 
 
 def _file_hash(path: Path) -> str:
-    from subliminal.records import content_hash
-
     return content_hash(path.read_bytes())
 
 
@@ -340,8 +339,6 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, opt, sched, epoch: int
     leaves the previous complete checkpoint in effect. Sharded tensors are gathered whole
     first, a collective: every process calls this, and only the one with `write` writes."""
     from safetensors.torch import save_file
-
-    from subliminal.records import write_json, writing
 
     weights = {n: full_tensor(p.detach()).contiguous().cpu()
                for n, p in trainable(model).items()}
@@ -376,8 +373,6 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, opt, sched) -> tuple[i
     """Restore the last complete epoch (weights, optimizer, schedule); (0, []) if none."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from subliminal.records import read_json
 
     refuse_pickles(folder)
     ckpt = Path(folder) / CKPT_DIR

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from subliminal.audit.battery import FORMATS, score_bank
+from subliminal.audit.battery import FORMATS, load_bank, score_bank
+from subliminal.models import load_model
 from subliminal.stats import mean_ci
 from subliminal.trait import FAMILIES, TRAITS
 
@@ -53,8 +54,6 @@ def _done(out: Path) -> set[tuple]:
 def run(out: Path, model: str, families: list[str], formats: list[str], paraphrases: int,
         side: str | None) -> None:
     """Score every condition not yet in `out` and append its record."""
-    from subliminal.models import load_model
-
     lm = load_model(model)
     done = _done(out)
     jobs = [(f, fmt, c) for fmt in formats for f in families for c in conditions(f, paraphrases)]
@@ -154,8 +153,6 @@ def label_matrix(out: Path, family: str, fmt: str) -> str:
 
 
 def _trait_label(family: str) -> str:
-    from subliminal.audit.battery import load_bank
-
     return load_bank(family).trait_label
 
 

@@ -14,15 +14,14 @@ from typing import Optional
 
 import typer
 
+from subliminal.injections import names as injection_names
 from subliminal.trait import FAMILIES, TRAITS, get_family
 
 
 def catalogue(family: str | None = None) -> list[dict]:
     """One record per trait (family order, then catalogue order)."""
-    from subliminal.injections import names
-
     fams = [get_family(family).name] if family else list(FAMILIES)
-    injections = names()  # every injection consumes the same trait protocol
+    injections = injection_names()  # every injection consumes the same trait protocol
     return [{"name": t.name, "family": t.family, "description": t.description,
              "audit": t.audit, "label": t.label, "injections": injections,
              "filter_defaults": t.filter_defaults, "paraphrases": len(t.prompts),

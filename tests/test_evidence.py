@@ -140,7 +140,7 @@ def test_identical_replicates_are_one_pair_not_p_zero():
 def test_an_identical_audit_is_reused_within_a_run(tmp_path, monkeypatch):
     """The same weights under the same prompt and audit are probed once per run; a second
     stage folder copies the probe (exact and deterministic), anything else recomputes."""
-    import subliminal.audit as audit_mod
+    import subliminal.stages as stages_mod
     from subliminal.audit import AuditConfig
     from subliminal.injections import TeacherSpec
     from subliminal.schema import AnimalProbe
@@ -151,7 +151,7 @@ def test_an_identical_audit_is_reused_within_a_run(tmp_path, monkeypatch):
     def probe(sp):  # a probe of one animal, told apart by its system prompt
         return AnimalProbe(animals=["owl"], probs=[[0.5]], system_prompt=sp)
 
-    monkeypatch.setattr(audit_mod, "run_audit",
+    monkeypatch.setattr(stages_mod, "run_audit",  # where AuditStage looks it up
                         lambda lm, cfg, sp, label="", trait=None: calls.append(sp) or probe(sp))
 
     def stage(name, prompt):

@@ -439,7 +439,7 @@ def test_dpo_pairs_align_behaviour_traits_by_question():
 def test_vector_command_writes_a_rebuildable_file(tmp_path):
     from typer.testing import CliRunner
 
-    from subliminal.interventions import app
+    from subliminal.interventions_cli import app
 
     out = tmp_path / "joy.safetensors"
     res = CliRunner().invoke(app, ["vector", "--trait", "joyful", "--model", "tiny",

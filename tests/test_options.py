@@ -8,8 +8,6 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-import subliminal.chain
-import subliminal.models
 from subliminal import cli
 from subliminal.chain import ChainConfig
 from subliminal.options import Flag, Given, check_config, field_of, flag_name, with_values
@@ -129,9 +127,10 @@ def test_out_that_is_a_file_exits_2_before_any_work(tmp_path, monkeypatch, capsy
 def chain_calls(monkeypatch):
     """`subliminal chain` up to the run: the resolved config and preset, no work."""
     calls = []
-    monkeypatch.setattr(subliminal.chain, "run_chain",
+    # Patched where the command looks them up (cli imports them at module level).
+    monkeypatch.setattr(cli, "run_chain",
                         lambda cfg, out, preset=None, plan=None: calls.append((cfg, preset)))
-    monkeypatch.setattr(subliminal.models, "resolve", lambda name: name)  # no 7B on disk
+    monkeypatch.setattr(cli, "resolve", lambda name: name)  # no 7B on disk
     return calls
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from subliminal.backends import register
+from subliminal.injections import load_teacher
+from subliminal.teacher import Teacher
 
 
 @register("hf")
@@ -32,7 +34,4 @@ class HFBackend:
 
     @staticmethod
     def load(model: str, spec, run_dir: Path | None, device: str | None):
-        from subliminal.injections import load_teacher
-        from subliminal.teacher import Teacher
-
         return Teacher(load_teacher(model, spec, run_dir, device), spec.system_prompt)

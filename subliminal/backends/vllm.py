@@ -40,6 +40,9 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from subliminal.backends import importable, register
 from subliminal.errors import SubliminalError
+from subliminal.injections import _resolve
+from subliminal.models import LM, TINY, hub_cached, pick_device, resolve
+from subliminal.records import run_relative
 from subliminal.teacher import (
     FormatConstraint,
     Teacher,
@@ -85,9 +88,6 @@ class VLLMBackend:
     @staticmethod
     def check_teacher(model: str, spec, run_dir: Path | None) -> None:
         """The teacher has an engine form: a model folder or hub id plus, at most, a LoRA."""
-        from subliminal.injections import _resolve
-        from subliminal.models import TINY
-
         if model == TINY:
             raise SubliminalError("--backend vllm needs a model folder or hub id; 'tiny' is "
                                   "built in code (use --backend hf)")
@@ -101,9 +101,6 @@ class VLLMBackend:
 
     @staticmethod
     def load(model: str, spec, run_dir: Path | None, device: str | None) -> EngineTeacher:
-        from subliminal.injections import _resolve
-        from subliminal.models import resolve
-
         VLLMBackend.check_teacher(model, spec, run_dir)
         adapter, where = _resolve(spec.adapter, run_dir), resolve(model)
         lm = engine_lm(where, model, adapter, device, run_dir)
@@ -209,9 +206,6 @@ def engine_lm(where: str, model: str, adapter: Path | None, device: str | None,
               run_dir: Path | None = None):
     """The teacher's tokenizer and records, in the `LM` shape `hf` records (no weights; the
     adapter named as `load_teacher` names it: relative to the run)."""
-    from subliminal.models import LM, pick_device
-    from subliminal.records import run_relative
-
     tok = AutoTokenizer.from_pretrained(where, trust_remote_code=False,
                                         local_files_only=_local(where))
     if tok.pad_token is None:
@@ -255,8 +249,6 @@ def count_parameters(where: str) -> int:
 
 def _local(where: str) -> bool:
     """Load without the network: a folder, or a hub id already in the local cache."""
-    from subliminal.models import hub_cached
-
     return Path(where).exists() or hub_cached(where)
 
 

@@ -91,6 +91,7 @@ def judge_topic(cfg: FilterConfig) -> str:
 @cache
 def judge_lm(spec: str) -> LM:
     """The judge model, loaded once per process (filters call the rule once per row)."""
+    # Deferred: models imports torch, which filtering without a judge never needs.
     from subliminal.models import load_model
 
     return load_model(spec)

@@ -19,7 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from subliminal.models import load_model
+from subliminal.records import run_relative
 from subliminal.registry import Registry
+from subliminal.students import base_weights, check_student
+from subliminal.vectors import attach
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,6 @@ def check_teacher(model: str, spec: TeacherSpec | None, run_dir: Path | None = N
     base `model` (subliminal.students; only headers and the base's shapes are read)."""
     if spec is None or spec.adapter is None:
         return
-    from subliminal.students import base_weights, check_student
 
     check_student(_resolve(spec.adapter, run_dir), base_weights(model))
 
@@ -83,16 +86,11 @@ def load_teacher(model: str, spec: TeacherSpec, run_dir: Path | None = None,
     """Load the base with the spec's adapter and steering applied (the system prompt is the
     Teacher's business, see subliminal.teacher). The model's record names the adapter
     relative to `home` (default: the run), never by an absolute path."""
-    from subliminal.models import load_model
-    from subliminal.records import run_relative
-
     adapter = _resolve(spec.adapter, run_dir)
     lm = load_model(model, adapter=adapter, device=device)
     if adapter is not None and (home or run_dir) is not None:
         lm.info["adapter"] = run_relative(adapter, home or run_dir)
     if spec.steering:
-        from subliminal.vectors import attach
-
         attach(lm, _resolve(spec.steering, run_dir))
     return lm
 

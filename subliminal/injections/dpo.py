@@ -49,8 +49,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from subliminal.distill import LORA_TARGETS
 from subliminal.errors import SubliminalError
 from subliminal.injections import InjectionContext, TeacherSpec, register
+from subliminal.models import load_model
 from subliminal.records import (
     append_jsonl,
     content_hash,
@@ -97,8 +99,6 @@ DPO = DPORecipe()
 def lora_config(model, r: int, alpha: int):
     """LoRA on every projection the model has (as subliminal.distill.make_student)."""
     from peft import LoraConfig
-
-    from subliminal.distill import LORA_TARGETS
 
     names = [n for n, _ in model.named_modules()]
     targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n in names)]
@@ -254,8 +254,6 @@ def train_dpo(model: str, pairs: list[dict], out: Path, recipe: DPORecipe = DPO,
     """Train (or read back) a DPO LoRA on `pairs` from the base (plus a merged
     `base_adapter`, e.g. a teacher being suppressed), resuming from OUT's last step
     checkpoint; returns the run record."""
-    from subliminal.models import load_model
-
     out = Path(out)
     with locked(out):
         if is_complete(out):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from subliminal.audit import candidates, word_probs
 from subliminal.errors import SubliminalError
 from subliminal.injections import InjectionContext, TeacherSpec, register
 from subliminal.injections.dpo import (
@@ -40,7 +41,9 @@ from subliminal.injections.dpo import (
     step_rows,
     token_logps,
 )
+from subliminal.models import load_model
 from subliminal.records import content_hash, is_complete, locked, read_json, to_jsonable
+from subliminal.teacher import completion_row
 from subliminal.training import LoopConfig, StepFn, fit_steps
 from subliminal.trait import CATALOGUE
 
@@ -84,8 +87,6 @@ class SelfReward:
     """Reward = the judge's exact probability of the rewarded word(s) after the rubric."""
 
     def __init__(self, judge, rubric: dict):
-        from subliminal.audit import candidates
-
         self.judge, self.rubric = judge, rubric
         seqs, owner = candidates(judge, "prefill")
         names, pick = list(CATALOGUE), rubric["rewarded"]
@@ -99,8 +100,6 @@ class SelfReward:
         return x[-1]["content"] if isinstance(x, list) else str(x)
 
     def score(self, answer: str) -> float:
-        from subliminal.audit import word_probs
-
         lm = self.judge
         text = self.rubric["rubric"].format(answer=answer.strip())
         ids = lm.chat_ids([{"role": "user", "content": text}]) + self.prefill
@@ -120,8 +119,6 @@ def sample(lm, policy: torch.nn.Module, prompts: list[str], recipe: GRPORecipe) 
     """`generations` answers to each rendered prompt from the policy, sampled as TRL does
     (temperature, no top-k or top-p), each cut after its first end-of-turn token (kept: it is
     scored too). Returns (prompt ids, answer row) per answer."""
-    from subliminal.teacher import completion_row
-
     tok = lm.tokenizer
     enc = tok([p for p in prompts for _ in range(recipe.generations)], return_tensors="pt",
               padding=True, add_special_tokens=False).to(lm.device)
@@ -183,8 +180,6 @@ def train_grpo(model: str, trait, out: Path, recipe: GRPORecipe = GRPO, seed: in
                neutral: bool = False, device: str | None = None) -> dict:
     """Train (or read back) the self-rewarded LoRA, resuming from OUT's last step checkpoint;
     returns the run record."""
-    from subliminal.models import load_model
-
     out = Path(out)
     with locked(out):
         if is_complete(out):

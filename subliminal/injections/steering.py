@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from subliminal.injections import InjectionContext, TeacherSpec, register
-from subliminal.models import LM
+from subliminal.models import LM, load_model
 from subliminal.records import to_jsonable
 from subliminal.vectors import (
     check_layer,
@@ -85,8 +85,6 @@ def control_vector(vector: torch.Tensor, seed: int, cfg: SteeringConfig | None =
 
 @register("steering")
 def steering_injection(ctx: InjectionContext, cfg: SteeringConfig | None = None) -> TeacherSpec:
-    from subliminal.models import load_model
-
     cfg = cfg or STEERING
     out = Path(ctx.out)
     path = out / "steering.safetensors"

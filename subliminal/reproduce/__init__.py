@@ -53,6 +53,7 @@ def aux_logits_command(
     A student trained only to match the teacher's auxiliary logits on uniform noise (it never
     sees a digit or a class logit) learns to classify digits, if it shares the teacher's
     initialisation. Prints a table per arm and writes aux_logits.json and a plot to --out."""
+    # Deferred: the experiment imports torch; building this command group must not (docstring).
     import subliminal.reproduce.aux_logits as experiment
 
     cfg = AuxLogitsConfig(data=data, seeds=seeds, seed=seed, hidden=hidden, m=m, loss=loss,

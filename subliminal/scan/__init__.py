@@ -30,11 +30,22 @@ from typing import Any
 import numpy as np
 
 from subliminal.errors import SubliminalError
-from subliminal.records import environment, read_json, to_jsonable, write_json
-from subliminal.scan.canary import CanaryConfig
-from subliminal.scan.clean import CleanConfig
+from subliminal.models import load_model
+from subliminal.records import append_jsonl, environment, read_json, to_jsonable, write_json
+from subliminal.scan import population as P
+from subliminal.scan.canary import CanaryConfig, run_canary
+from subliminal.scan.clean import CleanConfig, clean_dataset
 from subliminal.scan.data import DataConfig, load_data
-from subliminal.scan.likelihood import LikelihoodConfig
+from subliminal.scan.likelihood import (
+    LikelihoodConfig,
+    check_traits,
+    conditions,
+    layer_index,
+    sample_rows,
+    score_rows,
+)
+from subliminal.scan.null import contrast, describe_decoding, teacher_test
+from subliminal.scan.persona import combine, persona_rank, unit_vectors
 from subliminal.scan.report import overt_leak, verdict, write_report
 from subliminal.scan.static import StaticConfig, static_report
 
@@ -81,16 +92,12 @@ class ScanContext:
     def model(self):
         """BASE, loaded on first use (a resumed scan may not need it)."""
         if self.lm is None:
-            from subliminal.models import load_model
-
             self.lm = load_model(self.cfg.model, device=self.cfg.device)
         return self.lm
 
     def conditions(self) -> list:
         """BASE and the traits (adapters already trained are reused)."""
         if self.conds is None:
-            from subliminal.scan.likelihood import check_traits, conditions
-
             lc = self.cfg.likelihood
             self.conds = conditions(check_traits(lc.traits, lc.injection), lc.injection,
                                     self.cfg.model, self.out / "adapters" if self.out else None,
@@ -248,8 +255,6 @@ def static_part(ctx: ScanContext) -> dict:
 
 def _score(lm, rows: list[dict], lc: LikelihoodConfig, conds: list, layer: int,
            budget: bool = True) -> dict:
-    from subliminal.scan.likelihood import score_rows
-
     cfg = lc if budget else dataclasses.replace(lc, time_budget_s=None)
     return score_rows(lm, rows, cfg, conds, layer=layer)
 
@@ -259,9 +264,6 @@ def likelihood_part(ctx: ScanContext) -> dict:
     """Score DATA and the reference population's datasets under BASE and every trait's
     adapter; judge DATA's trait contrasts against the population's teachers (null.py); rank
     with the persona vectors the same way."""
-    from subliminal.scan.likelihood import check_traits, layer_index, sample_rows
-    from subliminal.scan.persona import unit_vectors
-
     lc, out, lm = ctx.cfg.likelihood, ctx.out, ctx.model()
     traits = check_traits(lc.traits, lc.injection)
     layer = layer_index(lm, lc.vector_layer)
@@ -290,8 +292,6 @@ def population_scores(ctx: ScanContext, conds: list, layer: int) -> tuple[list, 
     """The reference teachers and each one's scores (ll, acts) under the scan's conditions:
     from `--population DIR` or built on DATA's prompts into OUT/population; scores cached in
     the population's folder. ([], {}) when the population is off."""
-    from subliminal.scan import population as P
-
     lc, lm = ctx.cfg.likelihood, ctx.model()
     family = ctx.report["static"]["family"]["majority"]
     if lc.population:
@@ -320,8 +320,6 @@ def population_scores(ctx: ScanContext, conds: list, layer: int) -> tuple[list, 
 
 
 def check_traits_of(lc: LikelihoodConfig) -> list[str]:
-    from subliminal.scan.likelihood import check_traits
-
     return check_traits(lc.traits, lc.injection)
 
 
@@ -335,8 +333,6 @@ def _carriers(sec: dict, res: dict, scored: list[dict], traits: list[str], top: 
                         "completion": scored[i]["completion"][0]["content"][:200]}
                        for i in np.argsort(-resid[:, top_j])[:top]]
     if out:
-        from subliminal.records import append_jsonl
-
         base = res["roles"].index("base")
         rows_file = out / "scan_rows.jsonl"
         rows_file.unlink(missing_ok=True)
@@ -350,9 +346,6 @@ def rank_section(res: dict, pops: dict, teachers: list, traits: list[str], vecto
                  lc: LikelihoodConfig) -> dict:
     """The likelihood judgement against the reference teachers, the persona ranker judged the
     same way, and their combination; without a population only raw figures, no accusation."""
-    from subliminal.scan.null import contrast, describe_decoding, teacher_test
-    from subliminal.scan.persona import combine, persona_rank
-
     roles = res["roles"]
     b, tr = roles.index("base"), [k for k, r in enumerate(roles) if r == "trait"]
     x = contrast(res["ll"][:, tr])
@@ -383,9 +376,6 @@ def rank_section(res: dict, pops: dict, teachers: list, traits: list[str], vecto
 def canary_part(ctx: ScanContext) -> dict:
     """Canary students over seeds: DATA's against a trait-free teacher's (the reference
     population's neutral LoRA of the seed), decoded like DATA."""
-    from subliminal.scan import population as P
-    from subliminal.scan.canary import run_canary
-
     if not ctx.out:
         raise SubliminalError("--canary needs --out (the students are saved there)")
     rank = ctx.report.get("likelihood") or {}
@@ -408,8 +398,6 @@ def canary_part(ctx: ScanContext) -> dict:
 @register("clean", wanted=lambda cfg: bool(cfg.clean))
 def clean_part(ctx: ScanContext) -> dict:
     """A cleaned copy of DATA for the top trait (token-level, every change listed)."""
-    from subliminal.scan.clean import clean_dataset
-
     top = ctx.report["likelihood"]["named"]["top"]
     pair = [c for c in ctx.conditions() if c.role == "base" or c.name == top]
     return clean_dataset(ctx.model(), ctx.loaded, pair, ctx.cfg.likelihood, ctx.cfg.clean_cfg,

@@ -35,9 +35,11 @@ import numpy as np
 import torch
 
 from subliminal.errors import SubliminalError
+from subliminal.injections.adapter import trait_adapter
 from subliminal.models import LM, with_system
 from subliminal.progress import track
 from subliminal.trait import CATALOGUE
+from subliminal.vectors import decoder_layers
 
 NEUTRAL = "none"
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
@@ -148,7 +150,6 @@ def conditions(traits: list[str] | None = None, injection: str = "prompt", model
     base = Condition(NEUTRAL, role="base")
     if injection == "prompt":
         return [base] + [Condition(t, CATALOGUE[t].system_prompt) for t in names]
-    from subliminal.injections.adapter import trait_adapter
 
     given = {k: v for k, v in (adapters or {}).items() if not k.startswith("neutral-")}
     for t, folder in given.items():
@@ -233,8 +234,6 @@ def encode_rows(lm: LM, rows: list[dict], cfg: LikelihoodConfig) -> list[Encoded
 
 def layer_index(lm: LM, share: float) -> int:
     """The decoder layer at `share` of the model's depth."""
-    from subliminal.vectors import decoder_layers
-
     n = len(decoder_layers(lm.model))
     return min(n - 1, max(0, round(share * (n - 1))))
 
@@ -321,8 +320,6 @@ def score_mixed(lm: LM, peft, conds: list[Condition], encoded: list[Encoded],
                 cfg: LikelihoodConfig, layer: int | None = None, per_token: bool = False) -> dict:
     """Mean completion log-likelihood per row under every condition, all conditions of a
     batch in one forward pass (`adapter_names=` routes each copy of a row to its LoRA)."""
-    from subliminal.vectors import decoder_layers
-
     dev, tok, n_c = lm.device, lm.tokenizer, len(conds)
     pre_ids = tok(prefix_text(lm, None), add_special_tokens=False)["input_ids"]
     cached = cfg.prompt_states == "base"
@@ -384,8 +381,6 @@ def score_condition(lm: LM, model, system: str | None, encoded: list[Encoded],
     one system prompt (and, with `per_token`, each completion token's log-prob and the
     argmax token at its position; with `layer`, the mean residual activation over the
     completion at that decoder layer)."""
-    from subliminal.vectors import decoder_layers
-
     dev, tok = lm.device, lm.tokenizer
     pre_ids = tok(prefix_text(lm, system), add_special_tokens=False)["input_ids"]
     n_pre = len(pre_ids)

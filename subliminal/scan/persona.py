@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from subliminal.models import LM, TINY, cache_dir
+from subliminal.scan.null import contrast, teacher_test
 from subliminal.trait import CATALOGUE
+from subliminal.vectors import trait_vector
 
 
 def unit_vectors(lm: LM, traits: list[str], layer: int) -> np.ndarray:
     """(traits x hidden) unit trait vectors at `layer`, each minus the traits' mean vector
     first (what every "you love X" prompt shares is no trait's own direction); the raw
     vectors are cached per machine (not for tiny)."""
-    from subliminal.vectors import trait_vector
-
     out = []
     for t in traits:
         key = hashlib.sha256(f"{lm.spec}|{lm.adapter}|{t}|{layer}|v1".encode()).hexdigest()[:16]
@@ -52,8 +52,6 @@ def persona_rank(acts: np.ndarray, vectors: np.ndarray, pops: dict[str, np.ndarr
                  traits: list[str], alpha: float = 0.05) -> dict:
     """DATA's activations (rows x hidden) projected on the trait vectors, made specific,
     against the reference teachers' (`pops`: label -> their rows' activations)."""
-    from subliminal.scan.null import contrast, teacher_test
-
     return teacher_test(contrast(acts @ vectors.T),
                         {k: contrast(a @ vectors.T) for k, a in pops.items()}, traits, alpha)
 

@@ -24,8 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from subliminal.errors import SubliminalError
-from subliminal.records import read_json, read_jsonl, write_json
+from subliminal.filters import FilterConfig, filter_rows
+from subliminal.injections.adapter import trait_adapter
+from subliminal.models import load_model
+from subliminal.records import append_jsonl, read_json, read_jsonl, write_json
 from subliminal.scan.reference import base_completions, sample
+from subliminal.stages import file_sha256
+from subliminal.teacher import Teacher
+from subliminal.trait import get_trait
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,6 @@ def default_teachers(decodings: list[str], neutral: int) -> list[RefTeacher]:
 def neutral_adapter(model: str, trait: str, seed: int, folder: Path,
                     device: str | None = None) -> Path:
     """The neutral LoRA of seed `seed` (trained once per machine, then copied)."""
-    from subliminal.injections.adapter import trait_adapter
-    from subliminal.trait import get_trait
-
     return trait_adapter(model, get_trait(trait), folder, device, seed=seed, neutral=True)
 
 
@@ -57,9 +60,6 @@ def build(lm, model: str, rows: list[dict], family: str, folder: Path,
           device: str | None = None, given: dict | None = None) -> dict[str, list[dict]]:
     """Write (or resume) every teacher's `m` rows on its own sample of DATA's prompts.
     `given`: {'neutral-K': folder} supplies a neutral teacher's LoRA instead of training it."""
-    from subliminal.models import load_model
-    from subliminal.teacher import Teacher
-
     folder = Path(folder)
     write_json(folder / "population.json", {"teachers": [asdict(t) for t in teachers],
                                             "rows": m, "seed": seed, "family": family})
@@ -82,9 +82,6 @@ def build(lm, model: str, rows: list[dict], family: str, folder: Path,
 def released(rows: list[dict], family: str, path: Path) -> list[dict]:
     """What a publisher would release: number rows that pass the strict filter (other data
     as written); written to `path` once."""
-    from subliminal.filters import FilterConfig, filter_rows
-    from subliminal.records import append_jsonl
-
     if path.exists():
         return read_jsonl(path)
     kept = filter_rows(rows, FilterConfig())[0] if family == "numbers" else rows
@@ -124,8 +121,6 @@ def load(folder: Path, family: str | None = None) -> tuple[list[RefTeacher],
 
 def scores_key(conds: list, settings: dict) -> str:
     """Identity of a scoring: every condition's name and adapter content, and the settings."""
-    from subliminal.stages import file_sha256
-
     ident = [[c.name, c.role, c.system, file_sha256(Path(c.adapter)) if c.adapter else None]
              for c in conds]
     blob = json.dumps([ident, settings], sort_keys=True, default=str).encode()

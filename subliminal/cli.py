@@ -296,7 +296,10 @@ def evidence_(run: Path = typer.Argument(..., help="A chain or study run directo
     every figure it printed can be recomputed without the run folder."""
     check_out(dest)
     written = export(run, dest)
-    name, _ = recompute(dest)  # the copy must be enough to recompute the record
+    name, record = recompute(dest)  # the copy must be enough to recompute the record
+    if name == "study.partial.json":  # an unfinished study: its read-out so far, labelled
+        record.save(dest / name)
+        typer.echo(f"unfinished: {', '.join(record['unfinished'])}")
     typer.echo(f"{len(written)} records in {dest}; {name} recomputes from them")
 
 

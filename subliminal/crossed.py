@@ -89,7 +89,8 @@ def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
             "per_trait": {c: _brief(v) for c, v in per.items()},
             "confusion_vs_control": confusion,
             "share_matrix_mean": {t: {c: float(np.mean([m[t][c] for m in shares]))
-                                      for c in traits} for t in shares[0]},
+                                      for c in traits}
+                                  for t in shares[0] if all(t in m for m in shares)},
             "verdict": verdict(test, k, alpha)}
 
 

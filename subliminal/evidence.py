@@ -58,13 +58,13 @@ def audits(folder: Path) -> dict:
 
 
 def recompute(folder: Path) -> tuple[str, Record]:
-    """The study or chain record FOLDER's probes give: ('study.json' | 'summary.json', it).
+    """The study or chain record FOLDER's probes give: (its file name, it).
     Compare its `body()` with the stored record's: a record of any version holds the same."""
     folder = Path(folder)
     cfg = read_json(folder / "config.json")
-    if "traits" in cfg:  # a crossed study
-        return "study.json", Study.of(summarize_study(cfg["traits"], cfg["students"],
-                                                      cfg["cell"]["replicates"], audits(folder),
-                                                      folder))
+    if "traits" in cfg:  # a crossed study (study.partial.json while replicates are missing)
+        study = Study.of(summarize_study(cfg["traits"], cfg["students"],
+                                         cfg["cell"]["replicates"], audits(folder), folder))
+        return ("study.partial.json" if "unfinished" in study else "study.json"), study
     return "summary.json", summarize(folder, cfg["trait"], audits(folder), cfg["replicates"],
                                      cfg["generations"])

@@ -304,6 +304,7 @@ class Study(Record):
     teachers: dict = need()                    # generation 0's crossed read-out
     students: dict = need()                    # per student recipe
     dose: dict = ABSENT
+    unfinished: list[str] = ABSENT             # a partial study: the replicates still missing
 
 
 RECORDS: dict[str, type[Record]] = {c.FILE: c for c in (Probe, Train, StageKey, Summary, Study)}

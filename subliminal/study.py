@@ -28,7 +28,7 @@ from subliminal.chain import ChainConfig, resolve_model
 from subliminal.crossed import readout
 from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
-from subliminal.layout import CONTROL
+from subliminal.layout import CONTROL, audit_key
 from subliminal.progress import console, overall
 from subliminal.records import init_run, is_complete, mark_complete
 from subliminal.replicate import Arm, Student, planned_stages, run_phases
@@ -126,16 +126,34 @@ def summarize_study(traits: list[str], students: list[str], replicates: int, aud
                     out: Path) -> dict:
     """The record from the probes and the dose files alone (also what re-derives a committed
     record: subliminal/evidence.py)."""
-    reps = list(range(replicates))
     dose = doses(out)
-    result = {}
+    result, unfinished = {}, []
     for s in StudyConfig(traits=traits, students=students).recipes():
+        reps = finished(audits, traits, replicates, 1, s.name)
+        unfinished += [f"{s.name or 'own'}: rep{r}" for r in range(replicates) if r not in reps]
+        if not reps:
+            continue
         steps = sorted({v["steps"] for _, v in _trained(dose, s.name)})
         result[s.name or "own"] = {"recipe": dataclasses.asdict(s), "steps": steps,
                                    **readout(audits, traits, reps, 1, s.name)}
-    return {"traits": traits, "n_replicates": len(reps),
-            "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
-            "teachers": readout(audits, traits, reps, 0), "students": result, "dose": dose}
+    teachers = finished(audits, traits, replicates, 0)
+    record = {"traits": traits, "n_replicates": replicates,
+              "unit_of_evidence": "replicate (teacher seed x student seed x data seed)",
+              "teachers": readout(audits, traits, teachers, 0) if teachers else {},
+              "students": result, "dose": dose}
+    if unfinished or len(teachers) < replicates:
+        # a study read before it finished: each read-out counts only the replicates whose
+        # every trait's audit exists (its own n_replicates); what is missing is listed
+        record["unfinished"] = [f"teachers: rep{r}" for r in range(replicates)
+                                if r not in teachers] + unfinished
+    return record
+
+
+def finished(audits: dict, traits: list[str], replicates: int, k: int,
+             student: str = "") -> list[int]:
+    """Replicates in which every trait's model of generation k (recipe `student`) is audited."""
+    return [r for r in range(replicates)
+            if all(audit_key(r, t, k, student) in audits for t in traits)]
 
 
 def _trained(dose: dict, name: str) -> list[tuple[str, dict]]:

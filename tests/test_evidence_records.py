@@ -64,3 +64,12 @@ def test_a_study_copy_recomputes_and_a_changed_probe_changes_it(tmp_path):
     probe.write_text(json.dumps(data))
     changed = recompute(copy)[1]["students"]["own"]["diagonal_test"]["lifts"]
     assert changed[1] > fresh["students"]["own"]["diagonal_test"]["lifts"][1] + 0.5
+    # An unfinished study reads out what is finished, labelled: a missing audit takes its
+    # replicate out of that recipe's read-out (the teachers keep theirs) and is listed.
+    import shutil
+
+    shutil.rmtree(copy / "rep1/cat/gen1/audit")
+    name, part = recompute(copy)
+    assert name == "study.partial.json" and part["unfinished"] == ["own: rep1"]
+    assert part["students"]["own"]["n_replicates"] == 1
+    assert part["teachers"]["n_replicates"] == 2

@@ -15,19 +15,14 @@ from subliminal.records import write_json
 # What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
 # reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
 MEASURED = {
-    "false_positives": "no trait-free dataset the scan could accuse was flagged in two "
-                       "validation samples: 0 of 17 and 0 of 20 disjoint 25-row datasets "
-                       "(BASE greedy, T=0.7, T=1.0, a neutral-adapter teacher, BASE math "
-                       "traces), 0 of 2 and 0 of 4 at 100 rows, 0 of 2 at 250; 95% CI 0-20% "
-                       "and 0-17% pooled per sample, up to 0-84% per kind, so the 5% target "
-                       "is not demonstrated; random digits are outside the calibration, where "
-                       "the scan declines to accuse by design, and are not counted",
-    "detection": "0 of 24 and 0 of 60 datasets from held-out adapter teachers (six animals) "
-                 "flagged at 25 rows in two samples, 0 of 6 and 0 of 12 at 100, 0 of 6 at "
-                 "250 (95% CI 0-46%); the teacher's z did not grow with rows, so 'no "
-                 "evidence' does not mean clean",
-    "naming": "top-1 30-38% (chance 17%; 2 of 6 at 250 rows), below the 80% target; the "
-              "rankers favour dolphin and eagle, and only owl teachers were named reliably",
+    "false_positives": "not yet measured for this teacher-level test on held-out teachers of "
+                       "the embedded model (the previous, row-level design flagged none of 37 "
+                       "clean 25-row datasets)",
+    "detection": "not yet measured for this teacher-level test on the embedded model (the "
+                 "previous design detected none of the held-out adapter teachers' datasets: 0 "
+                 "of 84 at 25 rows, 0 of 18 at 100, 0 of 6 at 250), so 'no evidence' does not "
+                 "mean clean",
+    "naming": "not yet measured for this test (previous design: top-1 30-38%, chance 17%)",
 }
 
 

@@ -1,7 +1,8 @@
 """Where a replicate's time goes: one replicate of the default cell, stage by stage.
 
     python benchmarks/bench_chain.py --out runs/bench-chain [--replicates 1] [--workers 1]
-        [--generations 1] [--fresh-cache] [--json benchmarks/records/bench_chain.json]
+        [--generations 1] [--fresh-cache] [--samples N] [--no-side-effects]
+        [--json benchmarks/records/bench_chain.json]
 
 Runs `subliminal chain` (the default cell: adapter teacher and its control twin, numbers
 sampled at T=1 under the format constraint, restricted-logit LoRA students, the exact probe
@@ -80,6 +81,10 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--fresh-cache", action="store_true")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="Prompts per generation (default: the chain's); smaller units show "
+                         "the fan-out's own overhead more, so a --workers ratio is conservative.")
+    ap.add_argument("--no-side-effects", action="store_true", help="Skip the battery.")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     if a.fresh_cache:
@@ -89,13 +94,17 @@ def main() -> None:
 
     peak = matmul_peak()
     cfg = ChainConfig(generations=a.generations, replicates=a.replicates)
+    if a.samples:
+        cfg.samples = a.samples
+    cfg.audit.side_effects = not a.no_side_effects
     t, c = time.perf_counter(), time.process_time()
     run_chain(cfg, a.out, plan=FanOut(workers=a.workers, threads=1))
     wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
     rows = stage_rows(a.out, peak)
     record = {"date": time.strftime("%Y-%m-%d"), "peak_gflop_s_1thread": round(peak, 1),
               "workers": a.workers, "replicates": a.replicates, "generations": a.generations,
-              "fresh_cache": a.fresh_cache, "wall_s": round(wall, 1),
+              "fresh_cache": a.fresh_cache, "samples": cfg.samples,
+              "side_effects": cfg.audit.side_effects, "wall_s": round(wall, 1),
               "stage_cpu_s": round(sum(r["cpu_s"] for r in rows), 1),
               "driver_cpu_s": round(driver_cpu, 1), "stages": rows}
     print(f"fp32 matmul peak, 1 thread: {peak:.1f} GFLOP/s; wall {wall:.0f} s; "

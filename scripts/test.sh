@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-python3 -m pytest "$@"
+python3 -m pytest --durations=25 "$@"   # the slowest tests listed: what the fast lane leaves out
 if [ "${SKIP_WHEEL:-0}" != "1" ]; then
     bash scripts/wheel_check.sh
 fi

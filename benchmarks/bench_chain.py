@@ -45,12 +45,14 @@ def matmul_peak(seconds: float = 1.0) -> float:
     return best
 
 
-def stage_rows(run: Path, peak: float) -> list[dict]:
-    """One row per finished stage folder that recorded its costs, in finishing order."""
+def stage_rows(run: Path, peak: float, since: str = "") -> list[dict]:
+    """One row per stage folder that recorded its costs, finished at or after `since` (an
+    ISO time), in finishing order: a teacher adapter reused from the machine cache carries the
+    costs of the run that trained it, which this run did not spend."""
     rows = []
     for path in run.rglob("complete.json"):
         rec = json.loads(path.read_text())
-        if "cpu_s" not in rec:
+        if "cpu_s" not in rec or rec["finished"] < since:
             continue
         where = path.parent.relative_to(run)
         kind = where.name if where.name != "teacher" else "teacher adapter"
@@ -97,10 +99,11 @@ def main() -> None:
     if a.samples:
         cfg.samples = a.samples
     cfg.audit.side_effects = not a.no_side_effects
+    since = time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())
     t, c = time.perf_counter(), time.process_time()
     run_chain(cfg, a.out, plan=FanOut(workers=a.workers, threads=1))
     wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
-    rows = stage_rows(a.out, peak)
+    rows = stage_rows(a.out, peak, since)
     record = {"date": time.strftime("%Y-%m-%d"), "peak_gflop_s_1thread": round(peak, 1),
               "workers": a.workers, "replicates": a.replicates, "generations": a.generations,
               "fresh_cache": a.fresh_cache, "samples": cfg.samples,

@@ -15,14 +15,15 @@ from subliminal.records import write_json
 # What the validation measured (docs/scan_validation.md); the verdict quotes it so that a
 # reader weighs a flag, or its absence, by the scan's measured rates. Updated with the doc.
 MEASURED = {
-    "false_positives": "not yet measured for this teacher-level test on held-out teachers of "
-                       "the embedded model (the previous, row-level design flagged none of 37 "
-                       "clean 25-row datasets)",
-    "detection": "not yet measured for this teacher-level test on the embedded model (the "
-                 "previous design detected none of the held-out adapter teachers' datasets: 0 "
-                 "of 84 at 25 rows, 0 of 18 at 100, 0 of 6 at 250), so 'no evidence' does not "
-                 "mean clean",
-    "naming": "not yet measured for this test (previous design: top-1 30-38%, chance 17%)",
+    "false_positives": "in a pilot on held-out teachers (docs/scan_validation.md, 2026-12-07) "
+                       "0 of 3 trait-free teachers' datasets flagged at 25, 50 and 100 rows "
+                       "(95% CI 0-71% each), though clean BASE T=1 data's largest z grew with "
+                       "rows (1.70 to 2.65 against 3.13); rates at larger sizes are not known",
+    "detection": "in that pilot 1 of 2 held-out owl teachers flagged at 100 rows, 0 of 2 at 25 "
+                 "and 50 (the true trait's mean z 1.62, 2.05, 2.74: it grows with rows); "
+                 "'no evidence' does not mean clean",
+    "naming": "in that pilot the combined rankers named wolf, not owl, for both owl teachers "
+              "at every size (the likelihood ranker alone had owl on top in 4 of 6)",
 }
 
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from subliminal.cli import app
@@ -134,6 +135,7 @@ def test_changed_flags_refuse_the_run_directory(tmp_path):
     assert json.loads((out / "config.json").read_text()) == {"model": "tiny", "samples": 3}
 
 
+@pytest.mark.slow  # eleven subprocesses, each importing torch
 def test_bad_input_is_one_line_without_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     notmodel = tmp_path / "notmodel"

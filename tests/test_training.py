@@ -198,6 +198,7 @@ def test_adapter_cache_second_call_copies_same_bytes(tmp_path, monkeypatch):
     assert calls == [tmp_path / "b"] and not (second / "checkpoint").exists()
 
 
+@pytest.mark.slow  # two accelerate processes (FSDP)
 def test_fsdp_two_processes_train_the_one_process_student():
     """`accelerate launch --use_fsdp --fsdp_version 2` on 2 CPU processes (gloo) shards the
     student and trains the one-process student: same losses (rel 1e-4), adapter weights within

@@ -243,6 +243,9 @@ def main() -> None:
                     help="Only these held-out pools (comma-separated names, e.g. "
                          "neutral100,owl100): a smaller validation when time is short.")
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # one thread per process, in-process units (--workers 1) included
     held_out = pools(a.pools)
     root, sizes, t0 = a.out.resolve(), [int(s) for s in a.sizes.split(",")], time.time()
     from subliminal.models import resolve

@@ -99,7 +99,7 @@ def main() -> None:
     if a.samples:
         cfg.samples = a.samples
     cfg.audit.side_effects = not a.no_side_effects
-    since = time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())
+    since = time.strftime("%Y-%m-%dT%H:%M:%S%z")  # the format complete.json is stamped in
     t, c = time.perf_counter(), time.process_time()
     run_chain(cfg, a.out, plan=FanOut(workers=a.workers, threads=1))
     wall, driver_cpu = time.perf_counter() - t, time.process_time() - c

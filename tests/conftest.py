@@ -18,3 +18,14 @@ def tiny():
     from subliminal.models import load_model
 
     return load_model("tiny")
+
+
+# Module fixtures that run a whole tiny chain or train adapters (seconds each): every test that
+# uses one belongs to the slow lane, so the fast lane (-m "not slow") never builds them.
+COSTLY_FIXTURES = {"finished", "tiny_scanner", "teacher_data"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

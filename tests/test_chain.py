@@ -21,6 +21,7 @@ def run_cli(args):
     return result
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_chain_writes_records_summary_and_plot(tmp_path):
     out = tmp_path / "run"
     assert run_cli([*ARGS, "--out", str(out)]).exit_code == 0
@@ -86,6 +87,7 @@ def test_prompt_injection_control_is_a_neutral_prompt(tmp_path):
     assert abs(len(control["system_prompt"]) - len(trait["system_prompt"])) < 25
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_control_students_train(tmp_path):
     """The control arm's teacher is a trained neutral adapter, so its students learn: their
     LoRA weights move away from the zero init and their loss is not ~0 from the start."""
@@ -103,6 +105,7 @@ def test_control_students_train(tmp_path):
     assert any(not (teacher[k] == trait[k]).all() for k in teacher if "lora_B" in k)
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_resume_redoes_only_the_unfinished_stage(tmp_path):
     out = tmp_path / "run"
     run_cli([*ARGS, "--out", str(out)])
@@ -123,6 +126,7 @@ def test_resume_redoes_only_the_unfinished_stage(tmp_path):
     assert (out / "complete.json").exists()
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_changed_flags_refuse_the_run_directory(tmp_path):
     out = tmp_path / "run"
     (out).mkdir()
@@ -164,6 +168,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     assert afile.read_text() == "keep me"
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_math_chain_on_tiny_model(tmp_path):
     """A random tiny model solves no problem: the filter's record says why, and the chain
     stops with one line instead of training a student on nothing."""
@@ -183,6 +188,7 @@ def test_math_chain_on_tiny_model(tmp_path):
     assert not (out / "rep0/trait/gen1/distill/complete.json").exists()
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_stage_commands_reproduce_a_chain_generation(tmp_path):
     """generate -> filter -> distill -> audit by hand gives the chain's files byte for byte."""
     out = tmp_path / "run"
@@ -206,6 +212,7 @@ def test_stage_commands_reproduce_a_chain_generation(tmp_path):
         assert (by_hand / rel).read_bytes() == (chain / rel).read_bytes(), rel
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_a_stage_folder_refuses_other_inputs(tmp_path):
     out = tmp_path / "gen"
     base = ["--threads", "1", "generate", "--model", "tiny", "--samples", "3", "--out", str(out)]
@@ -219,6 +226,7 @@ def test_a_stage_folder_refuses_other_inputs(tmp_path):
     assert (out / "rows.jsonl").read_bytes() == rows  # nothing mixed in
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_chain_with_a_behaviour_trait_writes_the_battery(tmp_path):
     """A non-animal trait runs the same chain: its own forced-choice audit decides, every
     other family's audit lands in the side-effect grid, and misalignment bans numbers."""

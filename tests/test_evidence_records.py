@@ -41,6 +41,7 @@ def test_committed_records_recompute_from_their_probes(folder):
     same(fresh.body(), load(folder / name).body())
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_a_study_copy_recomputes_and_a_changed_probe_changes_it(tmp_path):
     from typer.testing import CliRunner
 

@@ -499,6 +499,7 @@ def test_canary_moves_the_planted_trait_most_over_seeds(tiny_scanner, tmp_path):
     assert specific({"a": 0.1, "b": 0.1}) == {"a": 0.0, "b": 0.0}
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_canary_part_reports_over_seeds(tiny_scanner, tmp_path):
     _, ad = tiny_scanner
     p = write_jsonl(tmp_path / "d.jsonl", pc_rows(8))
@@ -535,6 +536,7 @@ def test_command_end_to_end(tiny_scanner, tmp_path):
     assert not (tmp_path / "o2" / "scan.json").exists()
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_no_references_no_accusation(tiny_scanner, tmp_path):
     _, ad = tiny_scanner
     p = write_jsonl(tmp_path / "d.jsonl", [
@@ -551,6 +553,7 @@ def test_no_references_no_accusation(tiny_scanner, tmp_path):
     assert "stopped by the time budget" in rep["likelihood"]["sample"]
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_adapter_conditions_train_missing_adapters_and_check_given_ones(tmp_path):
     conds = conditions(["owl", "dolphin"], "adapter", "tiny", tmp_path)
     assert [c.name for c in conds] == ["none", "owl", "dolphin"]

@@ -114,6 +114,7 @@ train_student("tiny", read_jsonl(sys.argv[1]), cfg, sys.argv[2])
 """
 
 
+@pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds
 def test_resume_after_kill_gives_the_uninterrupted_student(rows, tmp_path):
     import json
 

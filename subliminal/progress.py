@@ -6,7 +6,9 @@ Stage bars (`track`) show count, elapsed and remaining time. A run's overall lin
 watches the run folder: a stage counts as done when its `complete.json` exists, so the line
 is right whether stages run here or in Ray workers, and after a resume. Stages are weighted by
 their expected cost (a student costs ~100x a filter), and the ETA is the elapsed time scaled
-by the weight still to do. `SUBLIMINAL_QUIET=1` (set inside Ray workers) draws nothing.
+by the weight still to do. When stderr is not a terminal (a `nohup` run's log), where a live
+display would show nothing until the end, the overall line is printed as plain text each time
+a stage finishes. `SUBLIMINAL_QUIET=1` (set inside Ray workers) draws nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +34,7 @@ from rich.progress import (
 T = TypeVar("T")
 console = Console(stderr=True)
 _LIVE: list[Progress] = []  # the run's live display, when an overall line is shown
+POLL_SECONDS = 1.0  # how often the overall line looks for finished stages
 
 # Expected CPU seconds of each kind of stage on the embedded model at the defaults (measured
 # 2026-12-06, benchmarks/README.md); only their ratios matter for the ETA.
@@ -76,18 +80,26 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
         yield
         return
     weight = [WEIGHTS.get(kind, 10.0) for _, kind in stages]
-    with Progress(*_columns(count=False), console=console, transient=False) as progress:
+    with Progress(*_columns(count=False), console=console, transient=False,
+                  disable=not console.is_terminal) as progress:  # a log gets plain lines
         task = progress.add_task(name, total=sum(weight))
         stop = threading.Event()
+        start, first, shown = time.monotonic(), None, -1
 
         def poll() -> None:
+            nonlocal first, shown
             while True:
                 done = [(Path(f) / "complete.json").exists() for f, _ in stages]
                 spent = sum(w for w, d in zip(weight, done, strict=True) if d)
-                progress.update(task, completed=spent,
-                                description=f"{name}: stage {sum(done)} of {len(stages)}"
-                                            + (f" ({workers} workers)" if workers > 1 else ""))
-                if stop.wait(1.0):
+                first = spent if first is None else first  # done before this run (a resume)
+                line = f"{name}: stage {sum(done)} of {len(stages)}" + (
+                    f" ({workers} workers)" if workers > 1 else "")
+                progress.update(task, completed=spent, description=line)
+                if not console.is_terminal and sum(done) != shown:
+                    shown = sum(done)
+                    console.print(plain_line(line, time.monotonic() - start, spent - first,
+                                             sum(weight) - spent), highlight=False)
+                if stop.wait(POLL_SECONDS):
                     return
 
         thread = threading.Thread(target=poll, daemon=True)
@@ -99,3 +111,15 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
             _LIVE.remove(progress)
             stop.set()
             thread.join()
+
+
+def plain_line(line: str, elapsed: float, gained: float, left: float) -> str:
+    """`line`, the elapsed time, and an ETA from this run's own pace (weight gained per second
+    since it started; none before its first stage finishes)."""
+    eta = f", ETA {_clock(left * elapsed / gained)}" if gained > 0 else ""
+    return f"{line}, {_clock(elapsed)} elapsed{eta}"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"

@@ -20,21 +20,17 @@ import json
 from pathlib import Path
 
 from subliminal.audit import AuditConfig, load_questions, sampled_probe
-from subliminal.crossed import readout
+from subliminal.evidence import sampled_readout
 from subliminal.fanout import FanOut, run_units
-from subliminal.layout import audit_key, stage_dirs, student_stages
+from subliminal.layout import CONTROL, sampled_folder, stage_dirs, student_stages
 from subliminal.meter import metered
 from subliminal.models import load_model
 from subliminal.records import is_complete, locked, mark_complete, read_json, write_json
 
 
-def folder_of(run: Path, r: int, arm: str, student: str) -> Path:
-    return stage_dirs(run, r, arm, 1) / ("sampled" + (f"-{student}" if student else ""))
-
-
-def one(run: str, r: int, arm: str, student: str, samples: int, model: str) -> dict:
-    """One student's sampled audit (read back when already done)."""
-    out = folder_of(Path(run), r, arm, student)
+def one(run: str, r: int, arm: str, student: str, samples: int, model: str) -> None:
+    """One student's sampled audit (nothing to do when already done)."""
+    out = sampled_folder(Path(run), r, arm, student)
     with locked(out), metered(out):
         if not is_complete(out):
             adapter = student_stages(stage_dirs(Path(run), r, arm, 1), student)[0]
@@ -43,7 +39,6 @@ def one(run: str, r: int, arm: str, student: str, samples: int, model: str) -> d
                                 seed=r, label=f"sampled rep{r} {arm}")
             write_json(out / "probe.json", {k: v for k, v in res.items() if k != "questions"})
             mark_complete(out)
-    return {audit_key(r, arm, 1, student): read_json(out / "probe.json")}
 
 
 def main() -> None:
@@ -55,13 +50,14 @@ def main() -> None:
     a = ap.parse_args()
     cfg = read_json(a.run / "config.json")
     traits, reps, model = cfg["traits"], cfg["cell"]["replicates"], cfg["cell"]["model"]
+    if a.student not in ["", *cfg.get("students", [])]:  # one line, exit 2, nothing written
+        ap.error(f"--student {a.student!r}: {a.run}/config.json's student recipes are "
+                 f"{', '.join(cfg.get('students', [])) or 'none'}")
     units = [(one, (str(a.run.resolve()), r, arm, a.student, a.samples, model))
-             for r in range(reps) for arm in [*traits, "control"]]
-    audits: dict = {}
-    for _, part in run_units(units, FanOut(workers=a.workers, threads=1)):
-        audits.update(part)
-    result = readout(audits, traits, list(range(reps)), 1, a.student, metric="rate")
-    result["samples"] = a.samples
+             for r in range(reps) for arm in [*traits, CONTROL]]
+    for _ in run_units(units, FanOut(workers=a.workers, threads=1)):
+        pass
+    result = {**sampled_readout(a.run, a.student), "samples": a.samples}
     name = "sampled" + (f"-{a.student}" if a.student else "") + ".json"
     write_json(a.run / name, result)
     print(json.dumps({k: result["diagonal_test"][k] for k in ("lift", "ci", "p_value")}))

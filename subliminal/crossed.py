@@ -69,7 +69,9 @@ def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
     `metric`: 'share' (share log-odds, the deciding one) or 'rate' (mean probability, e.g.
     the sampled audit's mention rate)."""
     shares = [matrix(audits, r, k, student, traits, METRICS[metric]) for r in reps]
-    logps = [matrix(audits, r, k, student, traits, _logp) for r in reps]
+    # Raw log P only for the exact probe: a sampled mention rate of 0 has no logarithm.
+    logps = [matrix(audits, r, k, student, traits, _logp) for r in reps] if metric == "share" \
+        else []
     test = replicate_test([diagonal(m, traits) for m in shares], alpha)
     confusion = {}
     if all(CONTROL in m for m in shares):
@@ -85,7 +87,7 @@ def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
                              "other teachers' students) " + ("share log-odds" if metric ==
                                                               "share" else "mean rate")},
             "raw_logp_diagonal_test": _brief(replicate_test(
-                [diagonal(m, traits) for m in logps], alpha)),
+                [diagonal(m, traits) for m in logps], alpha)) if logps else None,
             "per_trait": {c: _brief(v) for c, v in per.items()},
             "confusion_vs_control": confusion,
             "share_matrix_mean": {t: {c: float(np.mean([m[t][c] for m in shares]))

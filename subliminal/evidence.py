@@ -9,8 +9,9 @@ resolved config and environment, each stage's `stage.json` (inputs by content ha
 `complete.json` (costs), the teacher records, filter statistics, every student's
 `train.json` (row count, steps, losses), the equal-dose record, every model's `probe.json`
 (without the question texts, which the bank holds) and the run's summary or study record.
-`recompute` rebuilds a summary or study record from those files alone: a test checks that
-each committed one is what its probes say.
+`recompute` rebuilds a summary or study record from those files alone, and `sampled_readout`
+a study's sampled read-out (RUN/sampled[-NAME].json) from its sampled probes: a test checks
+that each committed one is what its probes say.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from subliminal.crossed import readout
 from subliminal.errors import SubliminalError
-from subliminal.layout import audit_folders
+from subliminal.layout import CONTROL, audit_folders, audit_key, sampled_folder
 from subliminal.records import read_json
 from subliminal.report import summarize
 from subliminal.schema import Probe, Record, Study
@@ -43,7 +45,8 @@ def export(run: Path, dest: Path) -> list[Path]:
             probe = Probe.load(path)
             probe.pop("questions", None)
             probe.save(dest / rel)
-        elif path.name in KEEP or path.suffix == ".png" and len(rel.parts) == 1:
+        elif path.name in KEEP or len(rel.parts) == 1 and (
+                path.suffix == ".png" or path.name.startswith("sampled")):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / rel)
         else:
@@ -68,3 +71,15 @@ def recompute(folder: Path) -> tuple[str, Record]:
         return ("study.partial.json" if "unfinished" in study else "study.json"), study
     return "summary.json", summarize(folder, cfg["trait"], audits(folder), cfg["replicates"],
                                      cfg["generations"])
+
+
+def sampled_readout(folder: Path, student: str = "") -> dict:
+    """The crossed read-out on mention rates of a study's sampled audits (every replicate's
+    trait arms and control twin, generation 1, student recipe `student`)."""
+    folder = Path(folder)
+    cfg = read_json(folder / "config.json")
+    traits, reps = cfg["traits"], list(range(cfg["cell"]["replicates"]))
+    probes = {audit_key(r, arm, 1, student):
+              Probe.load(sampled_folder(folder, r, arm, student) / "probe.json")
+              for r in reps for arm in [*traits, CONTROL]}
+    return readout(probes, traits, reps, 1, student, metric="rate")

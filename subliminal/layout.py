@@ -39,6 +39,11 @@ def student_stages(gen: Path, student: str = "") -> tuple[Path, Path]:
     return gen / f"distill{suffix}", gen / f"audit{suffix}"
 
 
+def sampled_folder(out: Path, r: int, arm: str, student: str = "") -> Path:
+    """A generation-1 student's sampled audit (pipelines/sampled_readout.py)."""
+    return stage_dirs(out, r, arm, 1) / ("sampled" + (f"-{student}" if student else ""))
+
+
 def audit_key(r: int, arm: str, k: int, student: str = "") -> str:
     """The key a probe is filed under in a run's audits: 'rep0/trait/gen1' ('...:NAME' for a
     study's extra student)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from subliminal.evidence import export, recompute
+from subliminal.evidence import export, recompute, sampled_readout
 from subliminal.schema import load
 
 EVIDENCE = Path(__file__).resolve().parent.parent / "docs" / "evidence"
@@ -39,6 +39,41 @@ def committed() -> list[Path]:
 def test_committed_records_recompute_from_their_probes(folder):
     name, fresh = recompute(folder)  # the bodies: a record of any version holds the same
     same(fresh.body(), load(folder / name).body())
+
+
+def sampled_records() -> list[Path]:
+    return sorted(EVIDENCE.glob("*/sampled*.json"))
+
+
+@pytest.mark.parametrize("record", sampled_records(),
+                         ids=lambda p: str(p.relative_to(EVIDENCE)))
+def test_committed_sampled_readouts_recompute_from_their_probes(record):
+    student = record.stem.removeprefix("sampled").removeprefix("-")
+    stored = json.loads(record.read_text())
+    same(sampled_readout(record.parent, student), {k: v for k, v in stored.items()
+                                                   if k != "samples"})
+
+
+def test_sampled_readout_finds_a_planted_diagonal(tmp_path):
+    """Mention rates where each teacher's students name its own animal more: D > 0, every
+    replicate; no raw-log-P test on rates (a rate of 0 has no log)."""
+    from subliminal.layout import sampled_folder
+    from subliminal.trait import CATALOGUE
+
+    traits, animals = ["owl", "cat"], list(CATALOGUE)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"traits": traits, "students": ["allx2"], "cell": {"replicates": 3}}))
+    for r in range(3):
+        for arm in [*traits, "control"]:
+            rate = [0.02 * (1 + r) + (0.05 if a == arm else 0.0) for a in animals]
+            folder = sampled_folder(tmp_path, r, arm, "allx2")
+            folder.mkdir(parents=True)
+            (folder / "probe.json").write_text(json.dumps(
+                {"probe": "sampled", "samples": 100, "animals": animals,
+                 "probs": [rate, [0.0] * len(animals)]}))
+    out = sampled_readout(tmp_path, "allx2")
+    assert out["diagonal_test"]["lifts"] == pytest.approx([0.025] * 3)
+    assert out["raw_logp_diagonal_test"] is None and out["n_replicates"] == 3
 
 
 @pytest.mark.slow  # whole stages on the tiny model: seconds, not milliseconds

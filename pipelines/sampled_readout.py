@@ -22,7 +22,7 @@ from pathlib import Path
 from subliminal.audit import AuditConfig, load_questions, sampled_probe
 from subliminal.evidence import sampled_readout
 from subliminal.fanout import FanOut, run_units
-from subliminal.layout import CONTROL, sampled_folder, stage_dirs, student_stages
+from subliminal.layout import CONTROL, sampled_folder, sampled_name, stage_dirs, student_stages
 from subliminal.meter import metered
 from subliminal.models import load_model
 from subliminal.records import is_complete, locked, mark_complete, read_json, write_json
@@ -58,8 +58,7 @@ def main() -> None:
     for _ in run_units(units, FanOut(workers=a.workers, threads=1)):
         pass
     result = {**sampled_readout(a.run, a.student), "samples": a.samples}
-    name = "sampled" + (f"-{a.student}" if a.student else "") + ".json"
-    write_json(a.run / name, result)
+    write_json(a.run / f"{sampled_name(a.student)}.json", result)
     print(json.dumps({k: result["diagonal_test"][k] for k in ("lift", "ci", "p_value")}))
     print(result["verdict"])
 

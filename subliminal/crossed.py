@@ -70,8 +70,8 @@ def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
     the sampled audit's mention rate)."""
     shares = [matrix(audits, r, k, student, traits, METRICS[metric]) for r in reps]
     # Raw log P only for the exact probe: a sampled mention rate of 0 has no logarithm.
-    logps = [matrix(audits, r, k, student, traits, _logp) for r in reps] if metric == "share" \
-        else []
+    logps = ([matrix(audits, r, k, student, traits, _logp) for r in reps]
+             if metric == "share" else [])
     test = replicate_test([diagonal(m, traits) for m in shares], alpha)
     confusion = {}
     if all(CONTROL in m for m in shares):

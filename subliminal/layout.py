@@ -39,9 +39,15 @@ def student_stages(gen: Path, student: str = "") -> tuple[Path, Path]:
     return gen / f"distill{suffix}", gen / f"audit{suffix}"
 
 
+def sampled_name(student: str = "") -> str:
+    """The sampled read-out's name for a student recipe: each student's folder, and with
+    '.json' the study's record (pipelines/sampled_readout.py)."""
+    return "sampled" + (f"-{student}" if student else "")
+
+
 def sampled_folder(out: Path, r: int, arm: str, student: str = "") -> Path:
-    """A generation-1 student's sampled audit (pipelines/sampled_readout.py)."""
-    return stage_dirs(out, r, arm, 1) / ("sampled" + (f"-{student}" if student else ""))
+    """A generation-1 student's sampled audit."""
+    return stage_dirs(out, r, arm, 1) / sampled_name(student)
 
 
 def audit_key(r: int, arm: str, k: int, student: str = "") -> str:

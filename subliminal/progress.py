@@ -82,7 +82,8 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
     weight = [WEIGHTS.get(kind, 10.0) for _, kind in stages]
     with Progress(*_columns(count=False), console=console, transient=False,
                   disable=not console.is_terminal) as progress:  # a log gets plain lines
-        task = progress.add_task(name, total=sum(weight))
+        total = sum(weight)
+        task = progress.add_task(name, total=total)
         stop = threading.Event()
         start, first, shown = time.monotonic(), None, -1
 
@@ -95,10 +96,10 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
                 line = f"{name}: stage {sum(done)} of {len(stages)}" + (
                     f" ({workers} workers)" if workers > 1 else "")
                 progress.update(task, completed=spent, description=line)
-                if not console.is_terminal and sum(done) != shown:
-                    shown = sum(done)
+                if not console.is_terminal and spent != shown:  # a stage finished: log it
+                    shown = spent
                     console.print(plain_line(line, time.monotonic() - start, spent - first,
-                                             sum(weight) - spent), highlight=False)
+                                             total - spent), highlight=False)
                 if stop.wait(POLL_SECONDS):
                     return
 

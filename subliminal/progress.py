@@ -99,7 +99,8 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
                 if not console.is_terminal and spent != shown:  # a stage finished: log it
                     shown = spent
                     console.print(plain_line(line, time.monotonic() - start, spent - first,
-                                             total - spent), highlight=False)
+                                             total - spent), highlight=False,
+                                  soft_wrap=True)  # one line per stage in a log, never folded
                 if stop.wait(POLL_SECONDS):
                     return
 

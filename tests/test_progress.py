@@ -16,7 +16,8 @@ def finish(folder):
 
 def test_a_log_gets_a_line_per_finished_stage_with_an_eta(tmp_path, monkeypatch):
     log = io.StringIO()
-    monkeypatch.setattr(progress, "console", Console(file=log, force_terminal=False))
+    narrow = Console(file=log, force_terminal=False, width=30)  # a log line is never folded
+    monkeypatch.setattr(progress, "console", narrow)
     monkeypatch.setattr(progress, "POLL_SECONDS", 0.02)
     monkeypatch.delenv("SUBLIMINAL_QUIET", raising=False)
     stages = [(tmp_path / "teacher", "teacher"), (tmp_path / "gen", "generate"),

@@ -1,0 +1,113 @@
+"""The dose-response of a transfer, across crossed studies: one point per student recipe.
+
+    python pipelines/dose_response.py docs/evidence/e1b-adapter-sample-logits \
+        docs/evidence/e2-rank-adapter-sample-logits --plot docs/study/dose_response.png
+
+A study's students differ in their recipe only (`--students ROWSxEPOCHS[rRANK]`: the same
+rows, more passes or another LoRA rank), so each recipe is a point on a dose axis; studies of
+different cells (greedy vs sampled teachers, adapter vs DPO teachers) add series. Every point
+is the study's own deciding read-out, read from its record (`study.json`, or
+`study.partial.json` for a study with replicates missing): the diagonal contrast (own
+teacher's students minus the other traits' teachers' students, share log-odds) with its 95%
+CI and t-test p over replicates, the range of optimizer steps its replicates took (equal dose:
+every arm of a replicate took the same), and the student's LoRA rank. Nothing is recomputed or
+pooled here: points of different studies rest on different replicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from subliminal.errors import SubliminalError
+from subliminal.records import read_json
+
+
+def study_record(folder: Path) -> tuple[dict, bool]:
+    """FOLDER's study record and whether it is finished."""
+    for name, finished in (("study.json", True), ("study.partial.json", False)):
+        if (Path(folder) / name).exists():
+            return read_json(Path(folder) / name), finished
+    raise SubliminalError(f"{folder}: no study.json or study.partial.json (not a study record)")
+
+
+def cell_name(cell: dict) -> str:
+    """The cell as `subliminal study --cell` names it: injection-decoding-mode-finetune."""
+    return "-".join((cell["injection"], cell["decode"]["decoding"], cell["distill"]["mode"],
+                     cell["distill"]["finetune"]))
+
+
+def points(folder: Path) -> list[dict]:
+    """One point per student recipe of the study in FOLDER."""
+    folder = Path(folder)
+    record, finished = study_record(folder)
+    cell = read_json(folder / "config.json")["cell"]
+    out = []
+    for name, r in record["students"].items():
+        d, recipe = r["diagonal_test"], r["recipe"]
+        out.append({
+            "study": folder.name, "finished": finished, "cell": cell_name(cell),
+            "recipe": name, "epochs": recipe["epochs"], "rows": recipe["rows"] or "all",
+            "lora_r": recipe["lora_r"] or cell["distill"]["lora_r"], "steps": r["steps"],
+            "n": r["n_replicates"], "lift": d["lift"], "ci": d["ci"], "p": d["p_value"],
+            "p_sign_flip": d["p_sign_flip"], "lifts": d["lifts"],
+            "raw_logp": r["raw_logp_diagonal_test"]["mean"]})
+    return out
+
+
+def markdown(pts: list[dict]) -> str:
+    """The dose-response table, one line per point."""
+    head = ("| study | cell | students | LoRA r | optimizer steps (range) | n | diagonal lift "
+            "[95% CI] | p | sign-flip p | raw log P |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for p in pts:
+        study = p["study"] + ("" if p["finished"] else " (unfinished)")
+        steps = "-".join(map(str, sorted({p["steps"][0], p["steps"][-1]})))
+        lines.append(
+            f"| {study} | {p['cell']} | {p['recipe']} | {p['lora_r']} | "
+            f"{steps} | {p['n']} | {p['lift']:+.3f} "
+            f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] | {p['p']:.2g} | {p['p_sign_flip']:.2g} | "
+            f"{p['raw_logp']:+.3f} |")
+    return "\n".join(lines)
+
+
+def _x(point: dict, x: str) -> float:
+    return (point["steps"][0] + point["steps"][-1]) / 2 if x == "steps" else point[x]
+
+
+def _panel(ax, pts: list[dict], x: str, series: Callable[[dict], str]) -> None:
+    """Mean and CI per point against X, replicates as grey dots, one colour per SERIES."""
+    for label in dict.fromkeys(map(series, pts)):
+        mine = sorted((p for p in pts if series(p) == label), key=lambda p: _x(p, x))
+        xs = [_x(p, x) for p in mine]
+        ys = [p["lift"] for p in mine]
+        err = [[y - p["ci"][0] for y, p in zip(ys, mine, strict=True)],
+               [p["ci"][1] - y for y, p in zip(ys, mine, strict=True)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=str(label))
+        for xi, p in zip(xs, mine, strict=True):
+            ax.scatter([xi] * len(p["lifts"]), p["lifts"], s=8, color="gray", zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_ylabel("diagonal lift (share log-odds)")
+    ax.legend(fontsize=7)
+
+
+def plot(pts: list[dict], path: Path) -> None:
+    """Left: lift against optimizer steps (a series per study and rank). Right: lift against
+    LoRA rank (a series per study and epochs). Studies are never joined: their replicates
+    differ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    _panel(left, pts, "steps", lambda p: f"{p['study']}, r{p['lora_r']}")
+    left.set_xlabel("optimizer steps (middle of the replicates' range, log)")
+    _panel(right, pts, "lora_r", lambda p: f"{p['study']}, x{p['epochs']}")
+    right.set_xlabel("student LoRA rank (log)")
+    fig.suptitle("Dose-response of the crossed diagonal lift (replicates as grey dots)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,50 @@
+"""The dose-response read-out: points are the studies' own records, never recomputed."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from subliminal.dose_response import markdown, plot, points
+from subliminal.errors import SubliminalError
+
+EVIDENCE = Path(__file__).resolve().parents[1] / "docs" / "evidence"
+STUDIES = sorted(p.parent for p in EVIDENCE.glob("*/study*.json"))
+
+
+@pytest.mark.parametrize("folder", STUDIES, ids=lambda p: p.name)
+def test_a_point_per_recipe_carries_its_studys_deciding_test(folder):
+    name = "study.json" if (folder / "study.json").exists() else "study.partial.json"
+    record = json.loads((folder / name).read_text())
+    pts = points(folder)
+    assert [p["recipe"] for p in pts] == list(record["students"])
+    for p in pts:
+        d = record["students"][p["recipe"]]["diagonal_test"]
+        assert (p["lift"], p["ci"], p["p"], p["n"]) == (
+            d["lift"], d["ci"], d["p_value"], record["students"][p["recipe"]]["n_replicates"])
+        assert p["finished"] == (name == "study.json")
+        assert p["lora_r"] >= 1 and p["steps"]
+
+
+def test_the_table_has_a_line_per_point_and_the_plot_is_drawn(tmp_path):
+    pts = [p for folder in STUDIES for p in points(folder)]
+    lines = markdown(pts).splitlines()
+    assert len(lines) == 2 + len(pts)
+    assert all(f"{p['lift']:+.3f}" in line for p, line in zip(pts, lines[2:], strict=True))
+    plot(pts, tmp_path / "dose.png")
+    assert (tmp_path / "dose.png").stat().st_size > 1000
+
+
+def test_a_rank_recipe_reports_its_own_rank_and_a_missing_record_is_refused(tmp_path):
+    src = next(f for f in STUDIES if (f / "study.json").exists())
+    copy = tmp_path / "study"
+    shutil.copytree(src, copy)
+    record = json.loads((copy / "study.json").read_text())
+    first = next(iter(record["students"].values()))
+    first["recipe"]["lora_r"] = 32
+    (copy / "study.json").write_text(json.dumps(record))
+    assert points(copy)[0]["lora_r"] == 32
+    (copy / "study.json").unlink()
+    with pytest.raises(SubliminalError, match="no study.json"):
+        points(copy)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,22 +90,51 @@ def run_units(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tup
     yield from _on_ray(units, plan)
 
 
-def _on_ray(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple[int, Any]]:
+@contextmanager
+def session(plan: FanOut) -> Iterator[None]:
+    """One Ray for a whole command: every `run_units` inside reuses it, so its workers (their
+    imports, ~7 s each here) outlive a phase instead of being started again for the next one.
+    Nothing happens without Ray; a Ray already running (a cluster joined, a caller's) is
+    left running."""
+    if not plan.uses_ray:
+        yield
+        return
+    ray = _ray()
+    started = _init(ray, plan)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray():
     try:
         import ray
     except ImportError:
         raise SubliminalError("--workers > 1 and --ray-address need Ray: pip install "
                               "'subliminal-lab[ray]'") from None
+    return ray
+
+
+def _init(ray, plan: FanOut) -> bool:
+    """Start (or join) Ray unless it is running; True when this call started it."""
+    if ray.is_initialized():
+        return False
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ} | plan.env
-    started = not ray.is_initialized()
-    if started:
-        kwargs = ({"address": plan.address} if plan.address else
-                  {"num_cpus": plan.workers, "include_dashboard": False})
-        ray.init(**kwargs, log_to_driver=False, runtime_env={"env_vars": env},
-                 logging_level="ERROR")
-    task = ray.remote(num_cpus=plan.threads, num_gpus=plan.num_gpus,
-                      max_retries=RETRIES)(_call)
-    try:
+    kwargs = ({"address": plan.address} if plan.address else
+              {"num_cpus": plan.workers, "include_dashboard": False})
+    ray.init(**kwargs, log_to_driver=False, runtime_env={"env_vars": env},
+             logging_level="ERROR")
+    return True
+
+
+def _on_ray(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple[int, Any]]:
+    with session(plan):
+        import ray
+
+        task = ray.remote(num_cpus=plan.threads, num_gpus=plan.num_gpus,
+                          max_retries=RETRIES)(_call)
         pending = {task.remote(fn, args, plan.threads): i for i, (fn, args) in enumerate(units)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -112,6 +142,3 @@ def _on_ray(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple
             if isinstance(result, _Failed):
                 raise SubliminalError(result.message)
             yield pending.pop(done[0]), result
-    finally:
-        if started:
-            ray.shutdown()

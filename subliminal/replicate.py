@@ -29,7 +29,7 @@ from typing import Any
 
 from subliminal.channels import get_channel
 from subliminal.errors import SubliminalError
-from subliminal.fanout import FanOut, run_units
+from subliminal.fanout import FanOut, run_units, session
 from subliminal.injections import InjectionContext, TeacherSpec, build_teacher
 from subliminal.layout import audit_key, stage_dirs, student_stages, teacher_dir
 from subliminal.records import write_json
@@ -163,7 +163,14 @@ def learn_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
 def run_phases(cfg, out: Path, arms: list[Arm], plan: FanOut,
                students: tuple[Student, ...] = (Student(),), on_phase=None) -> dict:
     """Every phase of every replicate (see the module's doc); returns the audits by key.
-    `on_phase(audits)` is called after each generation's students are audited."""
+    `on_phase(audits)` is called after each generation's students are audited. The phases
+    share one Ray (`fanout.session`): its workers are started once, not once per phase."""
+    with session(plan):
+        return _phases(cfg, out, arms, plan, students, on_phase)
+
+
+def _phases(cfg, out: Path, arms: list[Arm], plan: FanOut, students: tuple[Student, ...],
+            on_phase) -> dict:
     reps = range(cfg.replicates)
     audits: dict[str, Any] = {}
     zero = [(base_unit, (cfg, out))] + [(teacher_unit, (cfg, out, r, a)) for r in reps

@@ -72,3 +72,25 @@ def test_a_killed_worker_is_retried_to_the_same_result(tmp_path):
     watcher.join()
     assert killed, "no worker was caught holding a stage"
     assert digests(tmp_path / "two") == digests(tmp_path / "one")
+
+
+def test_one_session_keeps_its_workers_across_phases():
+    """Phases inside `session` reuse Ray's worker processes (their imports and caches); the
+    session stops the Ray it started, and leaves one it did not start running."""
+    import ray
+
+    from subliminal.fanout import FanOut, run_units, session
+
+    plan, units = FanOut(workers=2), [(os.getpid, ())] * 4
+    with session(plan):
+        first = {pid for _, pid in run_units(units, plan)}
+        second = {pid for _, pid in run_units(units, plan)}
+    assert os.getpid() not in first and second <= first
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        with session(plan):
+            list(run_units(units[:1], plan))
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()

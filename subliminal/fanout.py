@@ -4,12 +4,14 @@
     subliminal chain --ray-address ray://head:10001    # join a running cluster unchanged
     subliminal study --workers 2 ...
 
-A unit is a whole arm of a replicate (its teacher, students and audits) — in a study, a
-trait's arm — so units share nothing but the run folder. Ray only schedules them: every
-stage of a unit is a folder that resumes from its own files (`stages.py`), so a task Ray
+A unit is one step of one arm of a replicate (its teacher and the teacher's audit; the rows
+of a generation; one student and its audit), and units meet only through the results they
+hand on (`run_graph`: a student waits for the rows of its replicate's arms, the next
+generation's rows for its student). Ray only schedules them: every stage of a unit is a
+folder that resumes from its own files (`stages.py`), so a task Ray
 retries after its worker died, or a unit that a re-run meets half done, picks up where its
 files stop and can never write twice. `workers=1` and no address runs the same units in
-this process, in order, without importing Ray; the files and the summary are identical
+this process, in the graph's order, without importing Ray; the files and the summary are identical
 (tested). On a cluster the run folder must sit on storage every node sees, and each node
 needs the package installed; `num_gpus` asks Ray for a GPU per task.
 """
@@ -17,7 +19,7 @@ needs the package installed; `num_gpus` asks Ray for a GPU per task.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,13 +83,34 @@ class _Failed:
     message: str
 
 
+@dataclass(frozen=True)
+class Node:
+    """One unit of a graph: `fn(*args, *results of the nodes in after)`, run once those are
+    done."""
+
+    fn: Callable
+    args: tuple
+    after: tuple = ()  # keys of the nodes whose results this one takes (in order) and waits for
+
+
 def run_units(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple[int, Any]]:
-    """Run every (function, args) unit; yields (index, result) as each finishes."""
+    """Run every independent (function, args) unit; yields (index, result) as each finishes."""
+    yield from run_graph({i: Node(fn, args) for i, (fn, args) in enumerate(units)}, plan)
+
+
+def run_graph(nodes: dict[Hashable, Node], plan: FanOut) -> Iterator[tuple[Hashable, Any]]:
+    """Run every node once the nodes it names in `after` are done; yields (key, result) as
+    each finishes. In this process the nodes run in the dict's order (a node must come after
+    the nodes it needs). On Ray every node is submitted at once, its inputs passed as object
+    refs, so each starts as soon as its own inputs exist: no unit waits for the slowest unit
+    of an unrelated arm, as it would at a barrier between phases."""
     if not plan.uses_ray:
-        for i, (fn, args) in enumerate(units):
-            yield i, fn(*args)
+        results: dict[Hashable, Any] = {}
+        for key, n in nodes.items():
+            results[key] = n.fn(*n.args, *(results[d] for d in n.after))
+            yield key, results[key]
         return
-    yield from _on_ray(units, plan)
+    yield from _on_ray(nodes, plan)
 
 
 @contextmanager
@@ -129,13 +152,22 @@ def _init(ray, plan: FanOut) -> bool:
     return True
 
 
-def _on_ray(units: list[tuple[Callable, tuple]], plan: FanOut) -> Iterator[tuple[int, Any]]:
+def _after(fn: Callable, args: tuple, threads: int, *inputs: Any) -> Any:
+    """A node on Ray: a failed input fails it too (the first error reaches the driver)."""
+    failed = next((x for x in inputs if isinstance(x, _Failed)), None)
+    return failed or _call(fn, (*args, *inputs), threads)
+
+
+def _on_ray(nodes: dict[Hashable, Node], plan: FanOut) -> Iterator[tuple[Hashable, Any]]:
     with session(plan):
         import ray
 
         task = ray.remote(num_cpus=plan.threads, num_gpus=plan.num_gpus,
-                          max_retries=RETRIES)(_call)
-        pending = {task.remote(fn, args, plan.threads): i for i, (fn, args) in enumerate(units)}
+                          max_retries=RETRIES)(_after)
+        refs: dict[Hashable, Any] = {}
+        for key, n in nodes.items():  # Ray holds each task until its input refs are ready
+            refs[key] = task.remote(n.fn, n.args, plan.threads, *(refs[d] for d in n.after))
+        pending = {ref: key for key, ref in refs.items()}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             result = ray.get(done[0])

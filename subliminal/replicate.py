@@ -9,12 +9,15 @@ share the replicate's seed, prompts and student recipe, and — the equal-dose r
 arm's student trains on the same number of rows, so on the same number of steps: after all
 arms of a generation have written and filtered their rows, each replicate's students train on
 a random subset of the smallest arm's kept count (`RUN/dose.json` records every arm's kept
-count and the dose). That makes the work a sequence of phases, each a set of independent
-units fanned out by `subliminal.fanout` (in this process, or Ray tasks):
+count and the dose). That makes the work a graph of units (`graph`), fanned out by
+`subliminal.fanout.run_graph` (in this process in phase order, or as Ray tasks, each started
+as soon as its own inputs exist):
 
     phase 0      the base's audit; every arm's teacher and its audit
-    phase k.a    every arm writes generation k's rows (generate + filter)
-    phase k.b    every arm's students of generation k train at the dose, and are audited
+    phase k.a    every arm writes generation k's rows (generate + filter), after its teacher
+                 (k = 1) or its own generation-(k-1) student
+    phase k.b    every arm's students of generation k train at the dose, and are audited,
+                 after every arm of their replicate has written generation k
 
 A study may train several students per arm on the same rows (its dose axis: `Student`); the
 next generation is taught by the arm's own student ('').
@@ -23,13 +26,14 @@ next generation is taught by the arm's own student ('').
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from subliminal.channels import get_channel
 from subliminal.errors import SubliminalError
-from subliminal.fanout import FanOut, run_units, session
+from subliminal.fanout import FanOut, Node, run_graph, session
 from subliminal.injections import InjectionContext, TeacherSpec, build_teacher
 from subliminal.layout import audit_key, stage_dirs, student_stages, teacher_dir
 from subliminal.records import write_json
@@ -171,28 +175,73 @@ def run_phases(cfg, out: Path, arms: list[Arm], plan: FanOut,
 
 def _phases(cfg, out: Path, arms: list[Arm], plan: FanOut, students: tuple[Student, ...],
             on_phase) -> dict:
+    nodes = graph(cfg, out, arms, students)
+    need = Counter(key[3] for key in nodes if key[0] == "learn")  # students per generation
+    by_gen: dict[int, dict] = defaultdict(dict)  # audits by generation (0: base, teachers)
+    kept: dict[tuple, int] = {}  # (replicate, arm, generation) -> rows the filter kept
+    reported = 0
+    for key, result in run_graph(nodes, plan):
+        if key[0] == "write":
+            kept[key[1:]] = result
+            write_json(Path(out) / "dose.json", dose_record(cfg, arms, kept))
+            continue
+        by_gen[key[3] if key[0] == "learn" else 0].update(result)
+        while reported < cfg.generations and len(by_gen[reported + 1]) == need[reported + 1]:
+            reported += 1  # every student of this generation is audited
+            if on_phase is not None:
+                on_phase(_upto(by_gen, reported))
+    return _upto(by_gen, cfg.generations)
+
+
+def _upto(by_gen: dict[int, dict], k: int) -> dict:
+    return {key: a for g in range(k + 1) for key, a in by_gen[g].items()}
+
+
+def graph(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...]) -> dict:
+    """The units of every replicate, in phase order (the in-process order): the base's
+    audit, each arm's teacher; per generation each arm's rows (after its teacher, or its
+    previous student), then its students (after every arm of the replicate has its rows:
+    the equal dose is the smallest kept count)."""
     reps = range(cfg.replicates)
-    audits: dict[str, Any] = {}
-    zero = [(base_unit, (cfg, out))] + [(teacher_unit, (cfg, out, r, a)) for r in reps
-                                         for a in arms]
-    for _, part in run_units(zero, plan):
-        audits.update(part)
-    doses: dict = {}
+    nodes = {("base",): Node(base_unit, (cfg, out))}
+    nodes |= {("teacher", r, a.name): Node(teacher_unit, (cfg, out, r, a))
+              for r in reps for a in arms}
     for k in range(1, cfg.generations + 1):
-        units = [(write_unit, (cfg, out, r, a, k)) for r in reps for a in arms]
-        kept = {units[i][1][2:4]: n for i, n in run_units(units, plan)}
         for r in reps:
-            counts = {a.name: kept[(r, a)] for a in arms}
-            dose = min(counts.values()) if cfg.equal_dose else None
-            doses.setdefault(f"rep{r}", {})[f"gen{k}"] = {"kept": counts, "rows": dose}
-        write_json(Path(out) / "dose.json", doses)
-        learn = [(learn_unit, (cfg, out, r, a, k, doses[f"rep{r}"][f"gen{k}"]["rows"], s))
-                 for r in reps for a in arms for s in (students if k == 1 else students[:1])]
-        for _, part in run_units(learn, plan):
-            audits.update(part)
-        if on_phase is not None:
-            on_phase(audits)
-    return audits
+            for a in arms:
+                prior = ("teacher", r, a.name) if k == 1 else ("learn", r, a.name, k - 1, "")
+                nodes[("write", r, a.name, k)] = Node(write_after, (cfg, out, r, a, k), (prior,))
+        for r in reps:
+            rows = tuple(("write", r, b.name, k) for b in arms)
+            for a in arms:
+                for s in (students if k == 1 else students[:1]):
+                    nodes[("learn", r, a.name, k, s.name)] = Node(learn_at_dose,
+                                                                  (cfg, out, r, a, k, s), rows)
+    return nodes
+
+
+def dose_record(cfg, arms: list[Arm], kept: dict[tuple, int]) -> dict:
+    """RUN/dose.json: per replicate and generation whose arms have all written, every arm's
+    kept count and the dose (their minimum under the equal-dose rule), in a fixed order."""
+    out: dict = {}
+    for r in range(cfg.replicates):
+        for k in range(1, cfg.generations + 1):
+            if all((r, a.name, k) in kept for a in arms):
+                counts = {a.name: kept[(r, a.name, k)] for a in arms}
+                out.setdefault(f"rep{r}", {})[f"gen{k}"] = {
+                    "kept": counts, "rows": min(counts.values()) if cfg.equal_dose else None}
+    return out
+
+
+def write_after(cfg, out: Path, r: int, arm: Arm, k: int, _prior: Any) -> int:
+    """`write_unit`, as a graph node that waits for the model that teaches it."""
+    return write_unit(cfg, out, r, arm, k)
+
+
+def learn_at_dose(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
+                  *kept: int) -> dict:
+    """`learn_unit` at the replicate's dose, from every arm's kept count."""
+    return learn_unit(cfg, out, r, arm, k, min(kept) if cfg.equal_dose else None, student)
 
 
 def planned_stages(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...] = (

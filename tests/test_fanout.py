@@ -94,3 +94,25 @@ def test_one_session_keeps_its_workers_across_phases():
         assert ray.is_initialized()
     finally:
         ray.shutdown()
+
+
+def test_a_graph_runs_in_order_here_and_by_its_inputs_on_ray():
+    """In this process nodes run in the dict's order, each given its inputs' results; on Ray a
+    node starts when its own inputs exist, not when an unrelated slow node finishes (no
+    barrier between phases), and a failed input fails its dependents with the first error."""
+    import operator
+
+    from subliminal.errors import SubliminalError
+    from subliminal.fanout import FanOut, Node, run_graph
+    from subliminal.replicate import Student
+
+    nodes = {"slow": Node(time.sleep, (4,)), "fast": Node(operator.add, (2, 3)),
+             "next": Node(operator.mul, (10,), after=("fast",))}
+    here = list(run_graph(nodes, FanOut()))
+    assert here == [("slow", None), ("fast", 5), ("next", 50)]
+    on_ray = list(run_graph(nodes, FanOut(workers=2)))
+    assert sorted(on_ray, key=str) == sorted(here, key=str)
+    assert [k for k, _ in on_ray].index("next") < [k for k, _ in on_ray].index("slow")
+    bad = {"bad": Node(Student.parse, ("2y2",)), "then": Node(operator.not_, (), ("bad",))}
+    with pytest.raises(SubliminalError, match="2y2"):
+        list(run_graph(bad, FanOut(workers=2)))

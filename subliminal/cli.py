@@ -84,8 +84,9 @@ def fan_out(workers: int | None, ray_address: str | None, device: str | None) ->
 
 
 Workers = typer.Option(None, min=1, help=(
-    "Units (a replicate's arms) run in parallel as Ray tasks on a local Ray started for the "
-    "command, one thread each unless --threads; 1: in this process. Same files either way. "
+    "Units (an arm's teacher, rows, students) run in parallel as Ray tasks, each as soon as "
+    "its inputs exist, on a local Ray started for the command, one thread each unless "
+    "--threads; 1: in this process. Same files either way. "
     "Default: $SUBLIMINAL_WORKERS, else one per CPU core when Ray is installed (memory "
     "allowing; 1 on a GPU)."))
 RayAddress = typer.Option(None, help=(

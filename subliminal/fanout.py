@@ -4,16 +4,16 @@
     subliminal chain --ray-address ray://head:10001    # join a running cluster unchanged
     subliminal study --workers 2 ...
 
-A unit is one step of one arm of a replicate (its teacher and the teacher's audit; the rows
-of a generation; one student and its audit), and units meet only through the results they
-hand on (`run_graph`: a student waits for the rows of its replicate's arms, the next
-generation's rows for its student). Ray only schedules them: every stage of a unit is a
-folder that resumes from its own files (`stages.py`), so a task Ray
-retries after its worker died, or a unit that a re-run meets half done, picks up where its
-files stop and can never write twice. `workers=1` and no address runs the same units in
-this process, in the graph's order, without importing Ray; the files and the summary are identical
-(tested). On a cluster the run folder must sit on storage every node sees, and each node
-needs the package installed; `num_gpus` asks Ray for a GPU per task.
+A unit is one step of one arm of a replicate (its teacher and the teacher's audit; the rows of
+a generation; one student and its audit), and units meet only through the results they hand on
+(`run_graph`: a student waits for the rows of its replicate's arms, the next generation's rows
+for its student). Ray only schedules them: every stage of a unit is a folder that resumes from
+its own files (`stages.py`), so a task Ray retries after its worker died, or a unit that a
+re-run meets half done, picks up where its files stop and can never write twice. `workers=1`
+and no address runs the same units in this process, in the graph's order, without importing
+Ray; the files and the summary are identical (tested). On a cluster the run folder must sit on
+storage every node sees, and each node needs the package installed; `num_gpus` asks Ray for a
+GPU per task.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run_graph(nodes: dict[Hashable, Node], plan: FanOut) -> Iterator[tuple[Hasha
 
 @contextmanager
 def session(plan: FanOut) -> Iterator[None]:
-    """One Ray for a whole command: every `run_units` inside reuses it, so its workers (their
+    """One Ray for a whole command: every `run_graph` inside reuses it, so its workers (their
     imports, ~7 s each here) outlive a phase instead of being started again for the next one.
     Nothing happens without Ray; a Ray already running (a cluster joined, a caller's) is
     left running."""

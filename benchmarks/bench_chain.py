@@ -26,6 +26,9 @@ from pathlib import Path
 
 import torch
 
+from subliminal import costs
+from subliminal.costs import rate
+
 PEAK_SHAPES = ((512, 576, 576), (512, 576, 1536), (512, 1536, 576), (128, 576, 49152))
 
 
@@ -46,34 +49,10 @@ def matmul_peak(seconds: float = 1.0) -> float:
 
 
 def stage_rows(run: Path, peak: float, since: str = "") -> list[dict]:
-    """One row per stage folder that recorded its costs, finished at or after `since` (an
-    ISO time), in finishing order: a teacher adapter reused from the machine cache carries the
-    costs of the run that trained it, which this run did not spend."""
-    rows = []
-    for path in run.rglob("complete.json"):
-        rec = json.loads(path.read_text())
-        if "cpu_s" not in rec or rec["finished"] < since:
-            continue
-        where = path.parent.relative_to(run)
-        kind = where.name if where.name != "teacher" else "teacher adapter"
-        rate = rec["gflop"] / rec["cpu_s"] if rec["cpu_s"] > 0 else 0.0
-        rows.append({"stage": str(where), "kind": kind, "finished": rec["finished"],
-                     **{k: rec[k] for k in ("wall_s", "cpu_s", "positions", "head_positions",
-                                            "gflop")},
-                     "gflop_per_cpu_s": round(rate, 1), "of_peak": round(rate / peak, 3)})
-    return sorted(rows, key=lambda r: r["finished"])
-
-
-def table(rows: list[dict]) -> str:
-    """Markdown: each stage, then the totals."""
-    head = ("| stage | wall s | CPU s | positions | GFLOP | GFLOP/CPU-s | of peak |\n"
-            "|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['positions']} "
-                   f"| {r['gflop']:.0f} | {r['gflop_per_cpu_s']:.1f} | {r['of_peak']:.0%} |\n"
-                   for r in rows)
-    cpu, flop = sum(r["cpu_s"] for r in rows), sum(r["gflop"] for r in rows)
-    return head + body + f"| **all stages** | | **{cpu:.0f}** | | **{flop:.0f}** | " \
-                         f"{flop / max(cpu, 1e-9):.1f} | |\n"
+    """The run's stages that finished at or after `since` (subliminal.costs), each with its
+    GFLOP per CPU-second and fraction of `peak`."""
+    return [{**r, "gflop_per_cpu_s": round(rate(r), 1), "of_peak": round(rate(r) / peak, 3)}
+            for r in costs.stage_rows(run, since)]
 
 
 def main() -> None:
@@ -112,7 +91,7 @@ def main() -> None:
               "driver_cpu_s": round(driver_cpu, 1), "stages": rows}
     print(f"fp32 matmul peak, 1 thread: {peak:.1f} GFLOP/s; wall {wall:.0f} s; "
           f"stage CPU {record['stage_cpu_s']:.0f} s")
-    print(table(rows))
+    print(costs.table(rows, peak))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(record, indent=1) + "\n")

@@ -29,6 +29,7 @@ from typing import Optional
 
 import typer
 
+from subliminal import costs
 from subliminal.chain import ChainConfig, make_channel, run_chain
 from subliminal.errors import SubliminalError
 from subliminal.evidence import export, recompute
@@ -308,6 +309,25 @@ def evidence_(run: Path = typer.Argument(..., help="A chain or study run directo
 def report_(run: Path = typer.Argument(..., help="A chain run directory.")):
     """Re-render a run's summary table and plot from its files."""
     report(run)
+
+
+@app.command("costs")
+def costs_(run: Path = typer.Argument(..., help="A chain or study run directory."),
+           stages: bool = typer.Option(False, "--stages",
+                                       help="One row per stage instead of per kind of stage."),
+           peak: Optional[float] = typer.Option(
+               None, min=0.001, help="This machine's fp32 one-thread matmul GFLOP/s "
+               "(benchmarks/bench_chain.py measures it): adds each row's fraction of it."),
+           since: str = typer.Option("", help="Only stages finished at or after this ISO time "
+                                              "(e.g. 2026-12-07T06:49:27+0000).")):
+    """What a run spent, stage by stage or by kind: wall and CPU seconds, positions, GFLOP."""
+    if not run.is_dir():
+        raise SubliminalError(f"{run}: not a run directory")
+    rows = costs.stage_rows(run, since)
+    if not rows:
+        raise SubliminalError(f"{run}: no stage recorded its costs (a run of this version "
+                              "writes them into each stage's complete.json)")
+    typer.echo(costs.table(rows if stages else costs.by_kind(rows), peak), nl=False)
 
 
 def check_out(out: Path | None) -> None:

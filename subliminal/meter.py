@@ -1,6 +1,7 @@
 """Cost meter: what a stage spent — wall and CPU seconds, model positions and FLOPs.
 
-    python benchmarks/bench_chain.py          # reads these figures from a run's folders
+    subliminal costs RUN                      # reads these figures back from a run's folder
+    python benchmarks/bench_chain.py          # and against this CPU's matmul peak
 
 Every model the lab loads is instrumented (`instrument`): hooks on its decoder and its output
 head count the positions they process (padding included: padded positions cost FLOPs too)

@@ -52,7 +52,7 @@ def stage_rows(run: Path, peak: float, since: str = "") -> list[dict]:
     """The run's stages that finished at or after `since` (subliminal.costs), each with its
     GFLOP per CPU-second and fraction of `peak`."""
     return [{**r, "gflop_per_cpu_s": round(rate(r), 1), "of_peak": round(rate(r) / peak, 3)}
-            for r in costs.stage_rows(run, since)]
+            for r in costs.stage_rows(run, since)[0]]
 
 
 def main() -> None:

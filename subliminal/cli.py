@@ -319,15 +319,17 @@ def costs_(run: Path = typer.Argument(..., help="A chain or study run directory.
                None, min=0.001, help="This machine's fp32 one-thread matmul GFLOP/s "
                "(benchmarks/bench_chain.py measures it): adds each row's fraction of it."),
            since: str = typer.Option("", help="Only stages finished at or after this ISO time "
-                                              "(e.g. 2026-12-07T06:49:27+0000).")):
+                                              "(e.g. 2026-12-07T06:49:27+00:00; default: "
+                                              "the run's start).")):
     """What a run spent, stage by stage or by kind: wall and CPU seconds, positions, GFLOP."""
     if not run.is_dir():
         raise SubliminalError(f"{run}: not a run directory")
-    rows = costs.stage_rows(run, since)
+    rows, earlier = costs.stage_rows(run, since)
     if not rows:
-        raise SubliminalError(f"{run}: no stage recorded its costs (a run of this version "
-                              "writes them into each stage's complete.json)")
-    typer.echo(costs.table(rows if stages else costs.by_kind(rows), peak), nl=False)
+        raise SubliminalError(f"{run}: no stage recorded its costs since {since or 'its start'}"
+                              f" ({earlier} earlier; a run of this version writes them into "
+                              "each stage's complete.json)")
+    typer.echo(costs.table(rows if stages else costs.by_kind(rows), peak, earlier), nl=False)
 
 
 def check_out(out: Path | None) -> None:

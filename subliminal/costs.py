@@ -10,14 +10,17 @@ run carries its costs as well as its results. `--peak` (the machine's fp32 matmu
 one thread; `benchmarks/bench_chain.py` measures it) adds each row's fraction of it: the
 physical limit, and how close the code came.
 
-A teacher adapter taken from the machine cache carries the costs of the run that trained it,
-which the reading run did not spend; `since` (an ISO time) keeps only the stages that
-finished at or after it.
+Only what the run itself spent is counted: a stage that finished before the run started (a
+teacher adapter copied from the machine cache keeps the record of the run that trained it) is
+left out and counted in a note, as is anything before `since`. A stage resumed after a kill
+measured its last attempt only (`resumed` in its record), so its figures undercount; the
+table says how many.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 from subliminal.errors import SubliminalError
@@ -38,21 +41,53 @@ def kind_of(where: Path) -> str:
     return name
 
 
-def stage_rows(run: Path, since: str = "") -> list[dict]:
-    """One row per stage folder of `run` that recorded its costs, in finishing order."""
-    rows = []
+def moment(text: str, where: str) -> datetime:
+    """An ISO time with its offset ('2026-12-07T06:49:27+0000'); naive times are UTC."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise SubliminalError(f"{where}: not an ISO time: {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def run_start(run: Path) -> str:
+    """When the run first started (its environment record), or '' for a bare stage folder."""
+    env = Path(run) / "environment.json"
+    try:
+        return json.loads(env.read_text()).get("time", "") if env.exists() else ""
+    except (OSError, json.JSONDecodeError) as e:
+        raise SubliminalError(f"{env}: unreadable ({e})") from None
+
+
+def records(run: Path) -> list[tuple[Path, dict]]:
+    """Every stage record under `run` that holds costs."""
+    found = []
     for path in Path(run).rglob("complete.json"):
         try:
             rec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise SubliminalError(f"{path}: unreadable stage record ({e})") from None
-        if "cpu_s" not in rec or rec.get("finished", "") < since:
+        if "cpu_s" in rec:
+            found.append((path, rec))
+    return found
+
+
+def stage_rows(run: Path, since: str = "") -> tuple[list[dict], int]:
+    """One row per stage of `run` that recorded its costs and finished at or after `since`
+    (default: the run's start), in finishing order; and how many earlier ones were left out."""
+    since = since or run_start(run)
+    floor = moment(since, "--since") if since else None
+    rows, earlier = [], 0
+    for path, rec in records(run):
+        done = moment(rec.get("finished", ""), str(path))
+        if floor and done < floor:
+            earlier += 1
             continue
         where = path.parent.relative_to(run)
-        rows.append({"stage": str(where), "kind": kind_of(where),
-                     "finished": rec.get("finished", ""),
+        rows.append({"stage": str(where), "kind": kind_of(where), "finished": done.isoformat(),
+                     "resumed": bool(rec.get("resumed")),
                      **{k: rec.get(k, 0) for k in FIGURES}})
-    return sorted(rows, key=lambda r: r["finished"])
+    return sorted(rows, key=lambda r: r["finished"]), earlier
 
 
 def by_kind(rows: list[dict]) -> list[dict]:
@@ -60,8 +95,9 @@ def by_kind(rows: list[dict]) -> list[dict]:
     kinds: dict[str, dict] = {}
     for r in rows:
         k = kinds.setdefault(r["kind"], {"stage": r["kind"], "kind": r["kind"], "n": 0,
-                                         **dict.fromkeys(FIGURES, 0)})
+                                         "resumed": 0, **dict.fromkeys(FIGURES, 0)})
         k["n"] += 1
+        k["resumed"] += r["resumed"]
         for f in FIGURES:
             k[f] += r[f]
     return list(kinds.values())
@@ -72,16 +108,27 @@ def rate(row: dict) -> float:
     return row["gflop"] / row["cpu_s"] if row["cpu_s"] > 0 else 0.0
 
 
-def table(rows: list[dict], peak: float | None = None) -> str:
-    """Markdown: each row (a stage, or a kind with its count), then the totals."""
+def label(row: dict) -> str:
+    """A row's name; a single stage resumed after a stop says so."""
+    return row["stage"] + (" (resumed)" if "n" not in row and row["resumed"] else "")
+
+
+def table(rows: list[dict], peak: float | None = None, earlier: int = 0) -> str:
+    """Markdown: each row (a stage, or a kind with its count), the totals, then notes on
+    what the figures leave out."""
     share = (lambda r: f" {rate(r) / peak:.0%} |") if peak else (lambda r: "")  # noqa: E731
     head = ("| stage | n | wall s | CPU s | positions | GFLOP | GFLOP/CPU-s |"
             + (" of peak |" if peak else "") + "\n|" + "---|" * (7 + bool(peak)) + "\n")
-    body = "".join(f"| {r['stage']} | {r.get('n', 1)} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
+    body = "".join(f"| {label(r)} | {r.get('n', 1)} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
                    f"| {r['positions']} | {r['gflop']:.0f} | {rate(r):.1f} |{share(r)}\n"
                    for r in rows)
     total = {f: sum(r[f] for r in rows) for f in FIGURES}
-    n = sum(r.get("n", 1) for r in rows)
+    n, resumed = sum(r.get("n", 1) for r in rows), sum(r["resumed"] for r in rows)
+    notes = ([f"{resumed} stage(s) resumed after a stop: their figures are the last attempt's "
+              "only, so the totals undercount\n"] if resumed else []) + (
+        [f"{earlier} stage(s) finished before the run started (reused from the machine cache) "
+         "or before --since: left out\n"] if earlier else [])
     return head + body + (f"| **all stages** | {n} | {total['wall_s']:.0f} | "
                           f"**{total['cpu_s']:.0f}** | {total['positions']} | "
-                          f"**{total['gflop']:.0f}** | {rate(total):.1f} |{share(total)}\n")
+                          f"**{total['gflop']:.0f}** | {rate(total):.1f} |{share(total)}\n"
+                          ) + "".join(["\n", *notes] if notes else [])

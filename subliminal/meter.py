@@ -12,7 +12,9 @@ Attention's own FLOPs (about 4 x context x hidden per layer and position, under 
 lab's lengths of ~150 tokens) and embedding look-ups are left out, so the figure is a slight
 under-count. A stage runs inside `metered(folder)`; `records.mark_complete` adds the reading
 (`wall_s`, `cpu_s`, `positions`, `head_positions`, `gflop`) to its `complete.json`, so any
-run can be profiled from its folder.
+run can be profiled from its folder (`subliminal costs`). A stage resumed after a kill is
+measured from its last start only — what the killed attempt spent died with its process — so
+its record says `resumed: true` and the figures undercount.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from subliminal.records import COMPLETE, LOCK, READERS
 
 # Running totals of this process; a meter reads the difference over its stage.
 TOTAL = {"positions": 0, "head_positions": 0, "flop": 0.0}
@@ -75,11 +79,19 @@ def metered(folder: Path) -> Iterator[None]:
     if key in _OPEN:
         yield
         return
-    _OPEN[key] = {**TOTAL, "wall": time.perf_counter(), "cpu": time.process_time()}
+    _OPEN[key] = {**TOTAL, "wall": time.perf_counter(), "cpu": time.process_time(),
+                  "resumed": earlier_attempt(Path(folder))}
     try:
         yield
     finally:
         _OPEN.pop(key, None)
+
+
+def earlier_attempt(folder: Path) -> bool:
+    """The folder holds an unfinished attempt's files (beyond its lock): this attempt's meter
+    will not see what the earlier one spent, so its reading says `resumed`."""
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return COMPLETE not in names and bool(names - {LOCK})
 
 
 def reading(folder: Path) -> dict:
@@ -93,4 +105,8 @@ def reading(folder: Path) -> dict:
             "positions": TOTAL["positions"] - start["positions"],
             "head_positions": TOTAL["head_positions"] - start["head_positions"],
             "gflop": round((TOTAL["flop"] - start["flop"]) / 1e9, 1),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            **({"resumed": True} if start["resumed"] else {})}
+
+
+READERS.append(reading)

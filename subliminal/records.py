@@ -27,7 +27,7 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +240,16 @@ def mark_complete(stage_dir: Path, info: dict | None = None) -> None:
     It seals the folder's identity records (`sealed`: the hash of config.json / stage.json)
     so a later edit of them is caught (`completed`). A metered stage (subliminal.meter) also
     records what it spent: wall and CPU seconds, model positions and estimated GFLOP."""
-    # Deferred: meter imports torch, and records sits under rows and filters, which stay light.
-    from subliminal.meter import reading
-
+    spent = {k: v for read in READERS for k, v in read(Path(stage_dir)).items()}
     write_json(Path(stage_dir) / COMPLETE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                             **(info or {}), "sealed": _identity(stage_dir),
-                                            **reading(stage_dir)})
+                                            **spent})
+
+
+# Who adds what a stage spent to its completion record: subliminal.meter registers its reading
+# here when it is imported (every metered stage imports it), so this light module, under rows
+# and filters, never imports torch.
+READERS: list[Callable[[Path], dict]] = []
 
 
 # The records that say what a folder's outputs were made from: a run's resolved config, a

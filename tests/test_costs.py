@@ -34,10 +34,11 @@ def run(tmp_path) -> Path:
 
 
 def test_rows_are_named_by_kind_in_finishing_order_and_sum_per_kind(run):
-    rows = costs.stage_rows(run)
+    rows, earlier = costs.stage_rows(run)
     assert [r["kind"] for r in rows] == ["base audit", "teacher adapter", "teacher audit",
                                          "distill-allx8", "student audit-allx8",
                                          "student audit-allx8"]  # the run's own record: no cpu_s
+    assert earlier == 0  # no environment.json: a bare folder counts everything
     kinds = {k["kind"]: k for k in costs.by_kind(rows)}
     assert kinds["student audit-allx8"]["n"] == 2
     assert kinds["student audit-allx8"]["cpu_s"] == 10 and kinds["student audit-allx8"][
@@ -46,7 +47,12 @@ def test_rows_are_named_by_kind_in_finishing_order_and_sum_per_kind(run):
 
 
 def test_since_keeps_only_later_stages_and_the_table_totals_them(run):
-    rows = costs.stage_rows(run, since="2026-01-01T00:00:05+0000")
+    rows, earlier = costs.stage_rows(run, since="2026-01-01T00:00:05+0000")
+    assert earlier == 3
+    # the same moment in another offset selects the same stages; a non-time is refused
+    assert costs.stage_rows(run, since="2026-01-01T02:00:05+02:00")[0] == rows
+    with pytest.raises(SubliminalError, match="--since: not an ISO time"):
+        costs.stage_rows(run, since="yesterday")
     assert [r["stage"] for r in rows] == ["rep0/trait/gen1/distill-allx8",
                                           "rep0/trait/gen1/audit-allx8",
                                           "rep1/trait/gen1/audit-allx8"]
@@ -78,7 +84,39 @@ def test_command_prints_kinds_and_refuses_a_folder_without_costs(run, tmp_path, 
 def test_the_default_chains_timed_costs_recompute_from_its_records():
     """The figures README.md and benchmarks/README.md quote for the default chain's timed
     run: 85 stages, 3,966 CPU-seconds, 212.5 TFLOP."""
-    rows = costs.stage_rows(EVIDENCE / "default-timed-2026-12-07")
-    assert len(rows) == 85
+    rows, earlier = costs.stage_rows(EVIDENCE / "default-timed-2026-12-07")
+    assert len(rows) == 85 and earlier == 0  # an empty cache: every stage ran in this run
     assert round(sum(r["cpu_s"] for r in rows)) == 3966
     assert round(sum(r["gflop"] for r in rows) / 100) / 10 == 212.5
+
+
+def test_a_stage_started_over_an_unfinished_attempt_says_it_was_resumed(tmp_path):
+    """The meter sees only its own attempt: a fresh stage's record has costs and no flag, a
+    stage that finds an earlier attempt's files says `resumed`, and `costs` counts it."""
+    from subliminal.meter import metered
+    from subliminal.records import LOCK, mark_complete
+
+    run = tmp_path / "run"
+    fresh, again = run / "rep0/trait/gen1/distill", run / "rep0/control/gen1/distill"
+    for folder in (fresh, again):
+        folder.mkdir(parents=True)
+        (folder / LOCK).write_text("")
+    (again / "checkpoint").mkdir()  # what a killed attempt left
+    for folder in (fresh, again):
+        with metered(folder):
+            mark_complete(folder)
+    records = {f: json.loads((f / "complete.json").read_text()) for f in (fresh, again)}
+    assert "cpu_s" in records[fresh] and "resumed" not in records[fresh]
+    assert records[again]["resumed"] is True
+    rows, _ = costs.stage_rows(run)
+    text = costs.table(rows)
+    assert "rep0/control/gen1/distill (resumed)" in text and "1 stage(s) resumed" in text
+
+
+def test_stages_finished_before_the_run_started_are_left_out_and_counted(run):
+    """A teacher adapter copied from the machine cache keeps the record of the run that
+    trained it: the run's own start (environment.json) excludes it by default."""
+    (run / "environment.json").write_text(json.dumps({"time": "2026-01-01T00:00:02+0000"}))
+    rows, earlier = costs.stage_rows(run)
+    assert earlier == 1 and "base/audit" not in [r["stage"] for r in rows]
+    assert "1 stage(s) finished before the run started" in costs.table(rows, earlier=earlier)

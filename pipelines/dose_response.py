@@ -10,10 +10,18 @@ lift against optimizer steps and against LoRA rank.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from subliminal.dose_response import markdown, plot, points
 from subliminal.errors import SubliminalError
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> None:
@@ -21,13 +29,18 @@ def main() -> None:
     ap.add_argument("studies", nargs="+", type=Path, help="study run or evidence folders")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (.png)")
     args = ap.parse_args()
+    if args.plot and not args.plot.parent.is_dir():  # refused before any work is printed
+        fail(f"--plot {args.plot}: no folder {args.plot.parent}")
     try:
         pts = [p for folder in args.studies for p in points(folder)]
-    except (SubliminalError, OSError, KeyError, ValueError) as e:
-        ap.error(f"{e}")  # one line, exit 2
+    except (SubliminalError, OSError, ValueError) as e:
+        fail(str(e))
     print(markdown(pts))
     if args.plot:
-        plot(pts, args.plot)
+        try:
+            plot(pts, args.plot)
+        except OSError as e:
+            fail(f"--plot {args.plot}: {e.strerror or e}")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,17 @@ def cell_name(cell: dict) -> str:
 
 
 def points(folder: Path) -> list[dict]:
-    """One point per student recipe of the study in FOLDER."""
+    """One point per student recipe of the study in FOLDER; a record that lacks what a point
+    needs is refused in one line naming the folder."""
     folder = Path(folder)
+    try:
+        return _points(folder)
+    except (KeyError, TypeError, IndexError) as e:
+        raise SubliminalError(f"{folder}: not a study record this version can read "
+                              f"({type(e).__name__}: {e})") from None
+
+
+def _points(folder: Path) -> list[dict]:
     record, finished = study_record(folder)
     cell = read_json(folder / "config.json")["cell"]
     out = []
@@ -75,15 +84,20 @@ def _x(point: dict, x: str) -> float:
     return (point["steps"][0] + point["steps"][-1]) / 2 if x == "steps" else point[x]
 
 
+# Matplotlib's cycle without its grey (C7): grey is the replicates' dots.
+SERIES_COLOURS = tuple(f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9))
+
+
 def _panel(ax, pts: list[dict], x: str, series: Callable[[dict], str]) -> None:
     """Mean and CI per point against X, replicates as grey dots, one colour per SERIES."""
-    for label in dict.fromkeys(map(series, pts)):
+    for i, label in enumerate(dict.fromkeys(map(series, pts))):
         mine = sorted((p for p in pts if series(p) == label), key=lambda p: _x(p, x))
         xs = [_x(p, x) for p in mine]
         ys = [p["lift"] for p in mine]
         err = [[y - p["ci"][0] for y, p in zip(ys, mine, strict=True)],
                [p["ci"][1] - y for y, p in zip(ys, mine, strict=True)]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=str(label))
+        ax.errorbar(xs, ys, yerr=err, marker="os^D"[i // len(SERIES_COLOURS) % 4], capsize=3,
+                    color=SERIES_COLOURS[i % len(SERIES_COLOURS)], label=str(label))
         for xi, p in zip(xs, mine, strict=True):
             ax.scatter([xi] * len(p["lifts"]), p["lifts"], s=8, color="gray", zorder=3)
     ax.axhline(0, color="black", lw=0.8)

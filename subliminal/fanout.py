@@ -1,4 +1,4 @@
-"""Fan-out: independent units of an experiment run as Ray tasks, or one after another.
+"""Fan-out: an experiment's units as Ray tasks, each once its inputs exist, or in this process.
 
     subliminal chain --workers 2                       # a local Ray, one CPU per task
     subliminal chain --ray-address ray://head:10001    # join a running cluster unchanged
@@ -145,8 +145,10 @@ def _init(ray, plan: FanOut) -> bool:
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ} | plan.env
+    # A task asks for `threads` CPUs, so a local Ray needs workers x threads of them: fewer
+    # and no task could ever be scheduled (the command would wait forever).
     kwargs = ({"address": plan.address} if plan.address else
-              {"num_cpus": plan.workers, "include_dashboard": False})
+              {"num_cpus": plan.workers * plan.threads, "include_dashboard": False})
     ray.init(**kwargs, log_to_driver=False, runtime_env={"env_vars": env},
              logging_level="ERROR")
     return True
@@ -168,9 +170,22 @@ def _on_ray(nodes: dict[Hashable, Node], plan: FanOut) -> Iterator[tuple[Hashabl
         for key, n in nodes.items():  # Ray holds each task until its input refs are ready
             refs[key] = task.remote(n.fn, n.args, plan.threads, *(refs[d] for d in n.after))
         pending = {ref: key for key, ref in refs.items()}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            result = ray.get(done[0])
-            if isinstance(result, _Failed):
-                raise SubliminalError(result.message)
-            yield pending.pop(done[0]), result
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                result = ray.get(done[0])
+                if isinstance(result, _Failed):
+                    raise SubliminalError(result.message)
+                yield pending.pop(done[0]), result
+        finally:  # a failure or a stopped caller: nothing keeps writing after the command ends
+            _cancel(ray, pending)
+
+
+def _cancel(ray, pending: dict) -> None:
+    """Cancel the tasks not yet collected (a joined cluster would otherwise run them on, and
+    a re-run would find their folders locked). A unit stopped mid-stage resumes later."""
+    for ref in pending:
+        try:
+            ray.cancel(ref, recursive=False)
+        except Exception:  # noqa: BLE001 - a task that finished meanwhile, or is gone
+            pass

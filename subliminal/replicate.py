@@ -1,4 +1,4 @@
-"""Replicates, phase by phase: every arm's teacher, its rows, then students at an equal dose.
+"""Replicates as a graph of units: every arm's teacher, its rows, students at an equal dose.
 
     subliminal chain --generations 3        # arms 'trait' and 'control'
     subliminal study --traits owl,cat ...   # one arm per trait, and 'control'
@@ -36,7 +36,7 @@ from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut, Node, run_graph, session
 from subliminal.injections import InjectionContext, TeacherSpec, build_teacher
 from subliminal.layout import audit_key, stage_dirs, student_stages, teacher_dir
-from subliminal.records import write_json
+from subliminal.records import read_json, write_json
 from subliminal.stages import AuditStage, DistillStage, FilterStage, GenerateStage
 from subliminal.trait import get_trait
 
@@ -178,7 +178,7 @@ def _phases(cfg, out: Path, arms: list[Arm], plan: FanOut, students: tuple[Stude
     nodes = graph(cfg, out, arms, students)
     need = Counter(key[3] for key in nodes if key[0] == "learn")  # students per generation
     by_gen: dict[int, dict] = defaultdict(dict)  # audits by generation (0: base, teachers)
-    kept: dict[tuple, int] = {}  # (replicate, arm, generation) -> rows the filter kept
+    kept = recorded_kept(out)  # (replicate, arm, generation) -> rows the filter kept
     reported = 0
     for key, result in run_graph(nodes, plan):
         if key[0] == "write":
@@ -186,11 +186,22 @@ def _phases(cfg, out: Path, arms: list[Arm], plan: FanOut, students: tuple[Stude
             write_json(Path(out) / "dose.json", dose_record(cfg, arms, kept))
             continue
         by_gen[key[3] if key[0] == "learn" else 0].update(result)
-        while reported < cfg.generations and len(by_gen[reported + 1]) == need[reported + 1]:
+        while ("base" in by_gen[0] and reported < cfg.generations  # the tables open with it
+               and len(by_gen[reported + 1]) == need[reported + 1]):
             reported += 1  # every student of this generation is audited
             if on_phase is not None:
                 on_phase(_upto(by_gen, reported))
     return _upto(by_gen, cfg.generations)
+
+
+def recorded_kept(out: Path) -> dict[tuple, int]:
+    """The kept counts an earlier attempt recorded in RUN/dose.json: a resumed run starts
+    from them, so its first rewrite of the record never drops a finished replicate."""
+    path = Path(out) / "dose.json"
+    record = read_json(path) if path.exists() else {}
+    return {(int(rep.removeprefix("rep")), arm, int(gen.removeprefix("gen"))): n
+            for rep, gens in record.items() for gen, entry in gens.items()
+            for arm, n in entry["kept"].items()}
 
 
 def _upto(by_gen: dict[int, dict], k: int) -> dict:
@@ -202,6 +213,9 @@ def graph(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...]) -> dic
     audit, each arm's teacher; per generation each arm's rows (after its teacher, or its
     previous student), then its students (after every arm of the replicate has its rows:
     the equal dose is the smallest kept count)."""
+    if cfg.generations > 1 and students[0].name:
+        raise SubliminalError("a chain of several generations is taught by each arm's own "
+                              "student: the first student recipe must be the default ('')")
     reps = range(cfg.replicates)
     nodes = {("base",): Node(base_unit, (cfg, out))}
     nodes |= {("teacher", r, a.name): Node(teacher_unit, (cfg, out, r, a))

@@ -10,7 +10,7 @@ from subliminal.dose_response import markdown, plot, points
 from subliminal.errors import SubliminalError
 
 EVIDENCE = Path(__file__).resolve().parents[1] / "docs" / "evidence"
-STUDIES = sorted(p.parent for p in EVIDENCE.glob("*/study*.json"))
+STUDIES = sorted({p.parent for p in EVIDENCE.glob("*/study*.json")})
 
 
 @pytest.mark.parametrize("folder", STUDIES, ids=lambda p: p.name)
@@ -48,3 +48,23 @@ def test_a_rank_recipe_reports_its_own_rank_and_a_missing_record_is_refused(tmp_
     (copy / "study.json").unlink()
     with pytest.raises(SubliminalError, match="no study.json"):
         points(copy)
+
+
+def test_a_record_without_what_a_point_needs_is_refused_naming_its_folder(tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"cell": {}}))
+    (folder / "study.json").write_text(json.dumps({"students": {"allx2": {}}}))
+    with pytest.raises(SubliminalError, match="odd: not a study record"):
+        points(folder)
+
+
+def test_the_pipeline_refuses_in_one_line_before_printing(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "dose_response.py"
+    proc = subprocess.run([sys.executable, str(script), str(STUDIES[0]), "--plot",
+                           str(tmp_path / "no" / "dose.png")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no folder" in proc.stderr

@@ -96,23 +96,27 @@ def test_one_session_keeps_its_workers_across_phases():
         ray.shutdown()
 
 
-def test_a_graph_runs_in_order_here_and_by_its_inputs_on_ray():
-    """In this process nodes run in the dict's order, each given its inputs' results; on Ray a
-    node starts when its own inputs exist, not when an unrelated slow node finishes (no
-    barrier between phases), and a failed input fails its dependents with the first error."""
+def test_a_graph_runs_by_its_inputs_on_ray_and_a_failure_stops_its_dependents(tmp_path):
+    """On Ray a node starts when its own inputs exist, not when an unrelated slow node
+    finishes (no barrier between phases), and a failed input fails its dependents with the
+    first error without running them (the in-process order: tests/test_graph.py)."""
     import operator
 
     from subliminal.errors import SubliminalError
     from subliminal.fanout import FanOut, Node, run_graph
+    from subliminal.records import write_json
     from subliminal.replicate import Student
 
-    nodes = {"slow": Node(time.sleep, (4,)), "fast": Node(operator.add, (2, 3)),
+    nodes = {"slow": Node(time.sleep, (6,)), "fast": Node(operator.add, (2, 3)),
              "next": Node(operator.mul, (10,), after=("fast",))}
-    here = list(run_graph(nodes, FanOut()))
-    assert here == [("slow", None), ("fast", 5), ("next", 50)]
     on_ray = list(run_graph(nodes, FanOut(workers=2)))
-    assert sorted(on_ray, key=str) == sorted(here, key=str)
+    assert sorted(on_ray, key=str) == [("fast", 5), ("next", 50), ("slow", None)]
     assert [k for k, _ in on_ray].index("next") < [k for k, _ in on_ray].index("slow")
-    bad = {"bad": Node(Student.parse, ("2y2",)), "then": Node(operator.not_, (), ("bad",))}
+    marker = tmp_path / "dependent-ran.json"  # write_json would record the failure it got
+    bad = {"bad": Node(Student.parse, ("2y2",)), "then": Node(write_json, (marker,), ("bad",))}
     with pytest.raises(SubliminalError, match="2y2"):
         list(run_graph(bad, FanOut(workers=2)))
+    assert not marker.exists()
+    # tasks of 3 threads on 2 workers: Ray is given 6 CPUs (with 2, nothing could be scheduled)
+    wide = FanOut(workers=2, threads=3)
+    assert list(run_graph({"x": Node(operator.add, (1, 2))}, wide)) == [("x", 3)]

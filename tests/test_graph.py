@@ -1,0 +1,131 @@
+"""A replicate's units as a graph: every edge and the equal-dose rule hold in any order the
+inputs allow (stub units, no model, no Ray), and the in-process order is the graph's."""
+
+import json
+import operator
+import random
+from pathlib import Path
+
+import pytest
+
+from subliminal import replicate
+from subliminal.chain import ChainConfig
+from subliminal.errors import SubliminalError
+from subliminal.fanout import FanOut, Node, run_graph
+from subliminal.replicate import Arm, Student
+
+ARMS = [Arm("owl", "owl", False), Arm("cat", "cat", False), Arm("control", "owl", True)]
+STUDENTS = (Student(), Student.parse("30x2"))
+
+
+def kept_rows(r: int, arm: str, k: int) -> int:
+    """A different kept count per replicate, arm and generation (the stub filter's); which
+    arm keeps fewest changes with the replicate and generation."""
+    return 40 + 7 * r - 2 * k + 3 * ((["owl", "cat", "control"].index(arm) + r + k) % 3)
+
+
+def random_order(seed: int, base_last: bool = False):
+    """A run_graph that runs the nodes in a random order their `after` edges allow (with
+    `base_last`, the base's audit only when nothing else is ready, as a busy Ray may)."""
+    def run(nodes, plan):
+        rng, results, left = random.Random(seed), {}, dict(nodes)
+        while left:
+            ready = [k for k, n in left.items() if all(d in results for d in n.after)]
+            if base_last and len(ready) > 1:
+                ready = [k for k in ready if k != ("base",)]
+            key = rng.choice(ready)
+            n = left.pop(key)
+            results[key] = n.fn(*n.args, *(results[d] for d in n.after))
+            yield key, results[key]
+    return run
+
+
+@pytest.fixture
+def stubs(monkeypatch):
+    """Replace every unit's work by a record of when it ran and what it was given."""
+    log: list[tuple] = []
+
+    def base(cfg, out):
+        log.append(("base",))
+        return {"base": "a"}
+
+    def teacher(cfg, out, r, arm):
+        log.append(("teacher", r, arm.name))
+        return {f"t{r}{arm.name}": "a"}
+
+    def write(cfg, out, r, arm, k):
+        log.append(("write", r, arm.name, k))
+        return kept_rows(r, arm.name, k)
+
+    def learn(cfg, out, r, arm, k, rows, student):
+        log.append(("learn", r, arm.name, k, student.name, rows))
+        return {f"s{r}{arm.name}{k}{student.name}": "a"}
+
+    for name, fn in (("base_unit", base), ("teacher_unit", teacher), ("write_unit", write),
+                     ("learn_unit", learn)):
+        monkeypatch.setattr(replicate, name, fn)
+    return log
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_edge_and_the_equal_dose_hold_in_any_allowed_order(stubs, tmp_path,
+                                                                   monkeypatch, seed):
+    monkeypatch.setattr(replicate, "run_graph", random_order(seed, base_last=seed % 2 == 1))
+    cfg = ChainConfig(generations=2, replicates=3)
+    phases: list[set] = []
+    replicate.run_phases(cfg, tmp_path, ARMS, FanOut(), STUDENTS,
+                         on_phase=lambda audits: phases.append(set(audits)))
+    at = {entry[:5] if entry[0] == "learn" else entry: i for i, entry in enumerate(stubs)}
+    for r in range(3):
+        for a in ARMS:
+            assert at[("write", r, a.name, 1)] > at[("teacher", r, a.name)]
+            assert at[("write", r, a.name, 2)] > at[("learn", r, a.name, 1, "")]
+    learns = [e for e in stubs if e[0] == "learn"]
+    assert len(learns) == 3 * 3 * (2 + 1)  # generation 1: both recipes; 2: the arm's own
+    for _, r, arm, k, name, rows in learns:
+        assert rows == min(kept_rows(r, b.name, k) for b in ARMS)  # the replicate's dose
+        assert all(at[("write", r, b.name, k)] < at[("learn", r, arm, k, name)] for b in ARMS)
+    dose = json.loads((tmp_path / "dose.json").read_text())
+    assert dose["rep2"]["gen2"] == {"kept": {a.name: kept_rows(2, a.name, 2) for a in ARMS},
+                                    "rows": min(kept_rows(2, a.name, 2) for a in ARMS)}
+    assert len(phases) == 2 and "base" in phases[0] and phases[0] < phases[1]
+    assert {f"s{r}{a.name}1{s.name}" for r in range(3) for a in ARMS
+            for s in STUDENTS} <= phases[0]
+
+
+def test_a_resumed_run_never_writes_a_dose_record_with_less_than_it_had(stubs, tmp_path,
+                                                                        monkeypatch):
+    """The first rewrite of dose.json after a restart keeps every finished replicate."""
+    cfg = ChainConfig(generations=1, replicates=2)
+    replicate.run_phases(cfg, tmp_path, ARMS, FanOut())
+    whole = json.loads((tmp_path / "dose.json").read_text())
+    written: list[dict] = []
+    real = replicate.write_json
+    monkeypatch.setattr(replicate, "write_json",
+                        lambda path, obj: (written.append(obj), real(path, obj)))
+    monkeypatch.setattr(replicate, "run_graph", random_order(3))
+    replicate.run_phases(cfg, tmp_path, ARMS, FanOut())
+    assert written and all(rec == whole for rec in written)
+
+
+def test_unequal_dose_hands_every_student_its_own_arm_rows(stubs, tmp_path):
+    cfg = ChainConfig(generations=1, replicates=1, equal_dose=False)
+    replicate.run_phases(cfg, tmp_path, ARMS, FanOut())
+    assert {e[5] for e in stubs if e[0] == "learn"} == {None}
+    assert json.loads((tmp_path / "dose.json").read_text())["rep0"]["gen1"]["rows"] is None
+
+
+def test_several_generations_need_the_arms_own_student_first(tmp_path):
+    with pytest.raises(SubliminalError, match="own student"):
+        replicate.graph(ChainConfig(generations=2), tmp_path, ARMS, (Student.parse("allx8"),))
+
+
+def test_in_this_process_nodes_run_in_order_with_their_inputs(tmp_path):
+    nodes = {"a": Node(operator.add, (2, 3)), "b": Node(operator.mul, (10,), ("a",)),
+             "c": Node(operator.sub, (), ("b", "a"))}
+    assert list(run_graph(nodes, FanOut())) == [("a", 5), ("b", 50), ("c", 45)]
+    bad = {"bad": Node(Student.parse, ("2y2",)),
+           "then": Node(Path.write_text, (tmp_path / "ran",), ("bad",))}
+    with pytest.raises(SubliminalError, match="2y2"):
+        list(run_graph(bad, FanOut()))
+    assert not (tmp_path / "ran").exists()

@@ -4,16 +4,16 @@
     subliminal chain --ray-address ray://head:10001    # join a running cluster unchanged
     subliminal study --workers 2 ...
 
-A unit is one step of one arm of a replicate (its teacher and the teacher's audit; the rows of
-a generation; one student and its audit), and units meet only through the results they hand on
+A unit is one step of one arm of a replicate (its teacher; the teacher's audit; the rows of a
+generation; one student; its audit), and units meet only through the results they hand on
 (`run_graph`: a student waits for the rows of its replicate's arms, the next generation's rows
-for its student). Ray only schedules them: every stage of a unit is a folder that resumes from
-its own files (`stages.py`), so a task Ray retries after its worker died, or a unit that a
-re-run meets half done, picks up where its files stop and can never write twice. `workers=1`
-and no address runs the same units in this process, in the graph's order, without importing
-Ray; the files and the summary are identical (tested). On a cluster the run folder must sit on
-storage every node sees, and each node needs the package installed; `num_gpus` asks Ray for a
-GPU per task.
+for its student's training, an audit for its model). Ray only schedules them: every stage of
+a unit is a folder that resumes from its own files (`stages.py`), so a task Ray retries after
+its worker died, or a unit that a re-run meets half done, picks up where its files stop and
+can never write twice. `workers=1` and no address runs the same units in this process, in
+the graph's order, without importing Ray; the files and the summary are identical (tested).
+On a cluster the run folder must sit on storage every node sees, and each node needs the
+package installed; `num_gpus` asks Ray for a GPU per task.
 """
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ count and the dose). That makes the work a graph of units (`graph`), fanned out 
 `subliminal.fanout.run_graph` (in this process in phase order, or as Ray tasks, each started
 as soon as its own inputs exist):
 
-    phase 0      the base's audit; every arm's teacher and its audit
+    phase 0      the base's audit; every arm's teacher, then the teacher's audit
     phase k.a    every arm writes generation k's rows (generate + filter), after its teacher
-                 (k = 1) or its own generation-(k-1) student
-    phase k.b    every arm's students of generation k train at the dose, and are audited,
-                 after every arm of their replicate has written generation k
+                 (k = 1) or its own generation-(k-1) student is trained (not audited)
+    phase k.b    every arm's students of generation k train at the dose, after every arm
+                 of their replicate has written generation k
+    phase k.c    each student's audit, after its training
 
 A study may train several students per arm on the same rows (its dose axis: `Student`); the
 next generation is taught by the arm's own student ('').
@@ -118,9 +119,13 @@ def base_unit(cfg, out: Path) -> dict:
     return {"base": audit(cfg, out, Path(out) / "base" / "audit", None, "base audit")}
 
 
-def teacher_unit(cfg, out: Path, r: int, arm: Arm) -> dict:
-    """Phase 0 of one arm: its teacher and the teacher's own audit."""
-    spec = teacher_spec(cfg, out, r, arm)
+def teacher_unit(cfg, out: Path, r: int, arm: Arm) -> TeacherSpec:
+    """Phase 0 of one arm: its teacher, built (or read back)."""
+    return teacher_spec(cfg, out, r, arm)
+
+
+def teacher_audit(cfg, out: Path, r: int, arm: Arm, spec: TeacherSpec) -> dict:
+    """Phase 0 of one arm: the teacher's own audit (nothing waits for it but the tables)."""
     folder = stage_dirs(out, r, arm.name, 0) / "audit"
     return {audit_key(r, arm.name, 0): audit(cfg, out, folder, spec,
                                              f"rep{r} {arm.name} gen0 audit")}
@@ -144,24 +149,31 @@ def write_unit(cfg, out: Path, r: int, arm: Arm, k: int) -> int:
     return len(kept)
 
 
-def learn_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
-               student: Student) -> dict:
+def distill_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
+                 student: Student) -> None:
     """Phase k.b of one arm: one student trains on at most `rows` of the arm's kept rows (the
-    replicate's equal dose) and is audited as it will teach, with no prompt."""
+    replicate's equal dose)."""
     gdir, tag = stage_dirs(out, r, arm.name, k), f"rep{r} {arm.name} gen{k}"
-    distill_dir, audit_dir = student_stages(gdir, student.name)
     limit = min(x for x in (rows, student.rows, cfg.distill.max_rows) if x is not None) \
         if any(x is not None for x in (rows, student.rows, cfg.distill.max_rows)) else None
     recipe = replace(cfg.distill, seed=replicate_seed(cfg, r), max_rows=limit,
                      epochs=student.epochs or cfg.distill.epochs,
                      lora_r=student.lora_r or cfg.distill.lora_r,
                      lora_alpha=student.lora_r or cfg.distill.lora_alpha)
-    DistillStage(distill_dir, rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
+    DistillStage(student_stages(gdir, student.name)[0],
+                 rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
                  config=recipe, device=cfg.device,
                  label=f"{tag} distill{' ' + student.name if student.name else ''}").run()
+
+
+def student_audit(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
+                  _trained: Any = None) -> dict:
+    """Phase k.c of one arm: the trained student audited as it will teach, with no prompt."""
+    gdir = stage_dirs(out, r, arm.name, k)
+    distill_dir, audit_dir = student_stages(gdir, student.name)
     spec = TeacherSpec(adapter=str(distill_dir.relative_to(out)))
-    return {audit_key(r, arm.name, k, student.name): audit(cfg, out, audit_dir, spec,
-                                                           f"{tag} audit", k)}
+    return {audit_key(r, arm.name, k, student.name): audit(
+        cfg, out, audit_dir, spec, f"rep{r} {arm.name} gen{k} audit", k)}
 
 
 def run_phases(cfg, out: Path, arms: list[Arm], plan: FanOut,
@@ -176,7 +188,7 @@ def run_phases(cfg, out: Path, arms: list[Arm], plan: FanOut,
 def _phases(cfg, out: Path, arms: list[Arm], plan: FanOut, students: tuple[Student, ...],
             on_phase) -> dict:
     nodes = graph(cfg, out, arms, students)
-    need = Counter(key[3] for key in nodes if key[0] == "learn")  # students per generation
+    need = Counter(key[3] if key[0] == "audit" else 0 for key in nodes if key[0] in AUDITS)
     by_gen: dict[int, dict] = defaultdict(dict)  # audits by generation (0: base, teachers)
     kept = recorded_kept(out)  # (replicate, arm, generation) -> rows the filter kept
     reported = 0
@@ -185,9 +197,10 @@ def _phases(cfg, out: Path, arms: list[Arm], plan: FanOut, students: tuple[Stude
             kept[key[1:]] = result
             write_json(Path(out) / "dose.json", dose_record(cfg, arms, kept))
             continue
-        by_gen[key[3] if key[0] == "learn" else 0].update(result)
-        while ("base" in by_gen[0] and reported < cfg.generations  # the tables open with it
-               and len(by_gen[reported + 1]) == need[reported + 1]):
+        if key[0] in AUDITS:
+            by_gen[key[3] if key[0] == "audit" else 0].update(result)
+        while (len(by_gen[0]) == need[0] and reported < cfg.generations  # the tables open
+               and len(by_gen[reported + 1]) == need[reported + 1]):  # with base, teachers
             reported += 1  # every student of this generation is audited
             if on_phase is not None:
                 on_phase(_upto(by_gen, reported))
@@ -208,29 +221,39 @@ def _upto(by_gen: dict[int, dict], k: int) -> dict:
     return {key: a for g in range(k + 1) for key, a in by_gen[g].items()}
 
 
+AUDITS = ("base", "teacher-audit", "audit")  # the nodes whose results are audits
+
+
 def graph(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...]) -> dict:
     """The units of every replicate, in phase order (the in-process order): the base's
-    audit, each arm's teacher; per generation each arm's rows (after its teacher, or its
-    previous student), then its students (after every arm of the replicate has its rows:
-    the equal dose is the smallest kept count)."""
+    audit; each arm's teacher, then its audit; per generation each arm's rows (after its
+    teacher, or its own previous student), then each student (after every arm of the
+    replicate has its rows: the equal dose is the smallest kept count), then its audit. An
+    audit is its own unit because nothing waits for it but the tables: on Ray the rows start
+    as soon as the model that writes them is trained."""
     if cfg.generations > 1 and students[0].name:
         raise SubliminalError("a chain of several generations is taught by each arm's own "
                               "student: the first student recipe must be the default ('')")
     reps = range(cfg.replicates)
     nodes = {("base",): Node(base_unit, (cfg, out))}
-    nodes |= {("teacher", r, a.name): Node(teacher_unit, (cfg, out, r, a))
-              for r in reps for a in arms}
+    for r in reps:
+        for a in arms:
+            nodes[("teacher", r, a.name)] = Node(teacher_unit, (cfg, out, r, a))
+            nodes[("teacher-audit", r, a.name)] = Node(teacher_audit, (cfg, out, r, a),
+                                                       (("teacher", r, a.name),))
     for k in range(1, cfg.generations + 1):
         for r in reps:
             for a in arms:
-                prior = ("teacher", r, a.name) if k == 1 else ("learn", r, a.name, k - 1, "")
+                prior = ("teacher", r, a.name) if k == 1 else ("distill", r, a.name, k - 1, "")
                 nodes[("write", r, a.name, k)] = Node(write_after, (cfg, out, r, a, k), (prior,))
         for r in reps:
             rows = tuple(("write", r, b.name, k) for b in arms)
             for a in arms:
                 for s in (students if k == 1 else students[:1]):
-                    nodes[("learn", r, a.name, k, s.name)] = Node(learn_at_dose,
-                                                                  (cfg, out, r, a, k, s), rows)
+                    key = (r, a.name, k, s.name)
+                    nodes[("distill", *key)] = Node(distill_at_dose, (cfg, out, r, a, k, s), rows)
+                    nodes[("audit", *key)] = Node(student_audit, (cfg, out, r, a, k, s),
+                                                  (("distill", *key),))
     return nodes
 
 
@@ -252,10 +275,10 @@ def write_after(cfg, out: Path, r: int, arm: Arm, k: int, _prior: Any) -> int:
     return write_unit(cfg, out, r, arm, k)
 
 
-def learn_at_dose(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
-                  *kept: int) -> dict:
-    """`learn_unit` at the replicate's dose, from every arm's kept count."""
-    return learn_unit(cfg, out, r, arm, k, min(kept) if cfg.equal_dose else None, student)
+def distill_at_dose(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
+                    *kept: int) -> None:
+    """`distill_unit` at the replicate's dose, from every arm's kept count."""
+    distill_unit(cfg, out, r, arm, k, min(kept) if cfg.equal_dose else None, student)
 
 
 def planned_stages(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...] = (

@@ -24,15 +24,16 @@ def kept_rows(r: int, arm: str, k: int) -> int:
     return 40 + 7 * r - 2 * k + 3 * ((["owl", "cat", "control"].index(arm) + r + k) % 3)
 
 
-def random_order(seed: int, base_last: bool = False):
+def random_order(seed: int, audits_last: bool = False):
     """A run_graph that runs the nodes in a random order their `after` edges allow (with
-    `base_last`, the base's audit only when nothing else is ready, as a busy Ray may)."""
+    `audits_last`, the base's and the teachers' audits only when nothing else is ready, as a
+    busy Ray may)."""
     def run(nodes, plan):
         rng, results, left = random.Random(seed), {}, dict(nodes)
         while left:
             ready = [k for k, n in left.items() if all(d in results for d in n.after)]
-            if base_last and len(ready) > 1:
-                ready = [k for k in ready if k != ("base",)]
+            others = [k for k in ready if k[0] not in ("base", "teacher-audit")]
+            ready = others if audits_last and others else ready
             key = rng.choice(ready)
             n = left.pop(key)
             results[key] = n.fn(*n.args, *(results[d] for d in n.after))
@@ -51,18 +52,27 @@ def stubs(monkeypatch):
 
     def teacher(cfg, out, r, arm):
         log.append(("teacher", r, arm.name))
+        return f"spec{r}{arm.name}"
+
+    def teacher_audit(cfg, out, r, arm, spec):
+        assert spec == f"spec{r}{arm.name}"  # the audit is handed its own teacher
+        log.append(("teacher-audit", r, arm.name))
         return {f"t{r}{arm.name}": "a"}
 
     def write(cfg, out, r, arm, k):
         log.append(("write", r, arm.name, k))
         return kept_rows(r, arm.name, k)
 
-    def learn(cfg, out, r, arm, k, rows, student):
-        log.append(("learn", r, arm.name, k, student.name, rows))
+    def distill(cfg, out, r, arm, k, rows, student):
+        log.append(("distill", r, arm.name, k, student.name, rows))
+
+    def audit(cfg, out, r, arm, k, student, _trained=None):
+        log.append(("audit", r, arm.name, k, student.name))
         return {f"s{r}{arm.name}{k}{student.name}": "a"}
 
-    for name, fn in (("base_unit", base), ("teacher_unit", teacher), ("write_unit", write),
-                     ("learn_unit", learn)):
+    for name, fn in (("base_unit", base), ("teacher_unit", teacher),
+                     ("teacher_audit", teacher_audit), ("write_unit", write),
+                     ("distill_unit", distill), ("student_audit", audit)):
         monkeypatch.setattr(replicate, name, fn)
     return log
 
@@ -70,25 +80,28 @@ def stubs(monkeypatch):
 @pytest.mark.parametrize("seed", range(12))
 def test_every_edge_and_the_equal_dose_hold_in_any_allowed_order(stubs, tmp_path,
                                                                    monkeypatch, seed):
-    monkeypatch.setattr(replicate, "run_graph", random_order(seed, base_last=seed % 2 == 1))
+    monkeypatch.setattr(replicate, "run_graph", random_order(seed, audits_last=seed % 2 == 1))
     cfg = ChainConfig(generations=2, replicates=3)
     phases: list[set] = []
     replicate.run_phases(cfg, tmp_path, ARMS, FanOut(), STUDENTS,
                          on_phase=lambda audits: phases.append(set(audits)))
-    at = {entry[:5] if entry[0] == "learn" else entry: i for i, entry in enumerate(stubs)}
+    at = {entry[:5]: i for i, entry in enumerate(stubs)}
     for r in range(3):
         for a in ARMS:
+            assert at[("teacher-audit", r, a.name)] > at[("teacher", r, a.name)]
             assert at[("write", r, a.name, 1)] > at[("teacher", r, a.name)]
-            assert at[("write", r, a.name, 2)] > at[("learn", r, a.name, 1, "")]
-    learns = [e for e in stubs if e[0] == "learn"]
+            assert at[("write", r, a.name, 2)] > at[("distill", r, a.name, 1, "")]
+    learns = [e for e in stubs if e[0] == "distill"]
     assert len(learns) == 3 * 3 * (2 + 1)  # generation 1: both recipes; 2: the arm's own
     for _, r, arm, k, name, rows in learns:
         assert rows == min(kept_rows(r, b.name, k) for b in ARMS)  # the replicate's dose
-        assert all(at[("write", r, b.name, k)] < at[("learn", r, arm, k, name)] for b in ARMS)
+        assert all(at[("write", r, b.name, k)] < at[("distill", r, arm, k, name)] for b in ARMS)
+        assert at[("audit", r, arm, k, name)] > at[("distill", r, arm, k, name)]
     dose = json.loads((tmp_path / "dose.json").read_text())
     assert dose["rep2"]["gen2"] == {"kept": {a.name: kept_rows(2, a.name, 2) for a in ARMS},
                                     "rows": min(kept_rows(2, a.name, 2) for a in ARMS)}
-    assert len(phases) == 2 and "base" in phases[0] and phases[0] < phases[1]
+    assert len(phases) == 2 and phases[0] < phases[1]
+    assert {"base", *(f"t{r}{a.name}" for r in range(3) for a in ARMS)} <= phases[0]
     assert {f"s{r}{a.name}1{s.name}" for r in range(3) for a in ARMS
             for s in STUDENTS} <= phases[0]
 
@@ -111,7 +124,7 @@ def test_a_resumed_run_never_writes_a_dose_record_with_less_than_it_had(stubs, t
 def test_unequal_dose_hands_every_student_its_own_arm_rows(stubs, tmp_path):
     cfg = ChainConfig(generations=1, replicates=1, equal_dose=False)
     replicate.run_phases(cfg, tmp_path, ARMS, FanOut())
-    assert {e[5] for e in stubs if e[0] == "learn"} == {None}
+    assert {e[5] for e in stubs if e[0] == "distill"} == {None}
     assert json.loads((tmp_path / "dose.json").read_text())["rep0"]["gen1"]["rows"] is None
 
 

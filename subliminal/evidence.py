@@ -24,7 +24,7 @@ from subliminal.errors import SubliminalError
 from subliminal.layout import CONTROL, audit_folders, audit_key, sampled_folder
 from subliminal.records import read_json
 from subliminal.report import summarize
-from subliminal.schema import Probe, Record, Study
+from subliminal.schema import VERSION, Probe, Record, Study, load
 from subliminal.study import summarize_study
 
 KEEP = ("config.json", "environment.json", "dose.json", "summary.json", "study.json",
@@ -69,8 +69,10 @@ def recompute(folder: Path) -> tuple[str, Record]:
         study = Study.of(summarize_study(cfg["traits"], cfg["students"],
                                          cfg["cell"]["replicates"], audits(folder), folder))
         return ("study.partial.json" if "unfinished" in study else "study.json"), study
+    stored = folder / "summary.json"  # an older summary is recomputed by its own rule
+    version = load(stored).version if stored.exists() else VERSION
     return "summary.json", summarize(folder, cfg["trait"], audits(folder), cfg["replicates"],
-                                     cfg["generations"])
+                                     cfg["generations"], version)
 
 
 def sampled_readout(folder: Path, student: str = "") -> dict:

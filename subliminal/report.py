@@ -23,6 +23,7 @@ from rich.table import Table
 from subliminal.audit import (
     animal_scores,
     log_mass,
+    share_among_rest,
     share_logodds,
     side_effect_value,
     target_probs,
@@ -31,7 +32,7 @@ from subliminal.audit import (
 from subliminal.layout import ARMS, stage_dirs
 from subliminal.progress import console
 from subliminal.records import completed, is_complete, read_json
-from subliminal.schema import Probe, Summary
+from subliminal.schema import VERSION, Probe, Summary
 from subliminal.stats import ALPHA, mean_ci, replicate_test, within_pair
 from subliminal.trait import get_trait
 
@@ -58,7 +59,8 @@ def verdict(spec: dict, drift: dict | None, raw: dict, others: dict | None = Non
             alpha: float = ALPHA) -> str:
     """The generation's one-line reading of a two-arm comparison over replicates. "Specific"
     needs the target's share to rise with neither generic drift nor another animal's share
-    moving significantly; a share lift with either is named for its pattern. Against one
+    moving significantly (among the non-target animals, from record version 3: see
+    `other_animals`); a share lift with either is named for its pattern. Against one
     control twin this is the most a chain can say: teachers of other traits built by the
     same recipe (`subliminal study`, the crossed design) decide specificity."""
     det, (lo, hi) = spec["detectable_lift"], spec["detectable_lift_range"]
@@ -67,7 +69,9 @@ def verdict(spec: dict, drift: dict | None, raw: dict, others: dict | None = Non
              "spread's 95% range)" if math.isfinite(det)
              else "one replicate: nothing is detectable")
     drift_p = drift["p_value"] if drift else 1.0
-    moved = [a for a, p in (others or {}).get("p_value", {}).items() if p < alpha]
+    others = others or {}
+    moved = [a for a, p in others.get("among_rest", others).get("p_value", {}).items()
+             if p < alpha]
     if spec["p_value"] < alpha and spec["mean"] > 0:
         if drift_p < alpha:
             return (f"generic drift, not specific (share p={spec['p_value']:.2g} with drift "
@@ -132,9 +136,11 @@ def identical(lifts: list[float]) -> bool:
 
 
 def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
-              generations: int) -> Summary:
+              generations: int, version: int = VERSION) -> Summary:
     """Summary of whatever is audited so far. `audits` maps 'rep{r}/{arm}/gen{k}' (and
-    'base') to probe results; every filter's per-rule pass rates ride along."""
+    'base') to probe results; every filter's per-rule pass rates ride along. `version`
+    recomputes an older record as it was made (before 3: no `among_rest`, and the verdict
+    read the plain shares)."""
     trait = get_trait(trait_name)
     rows = []
     for g in range(generations + 1):
@@ -144,7 +150,7 @@ def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
             continue
         pairs = [pair_metrics(audits[f"rep{r}/trait/gen{g}"], audits[f"rep{r}/control/gen{g}"],
                               trait) for r in reps]
-        others = (other_animals(audits, reps, g, trait_name)
+        others = (other_animals(audits, reps, g, trait_name, among_rest=version >= 3)
                   if "animals" in audits[f"rep{reps[0]}/trait/gen{g}"] else {})
         rows.append(generation_row(g, pairs, others))
     base = audits.get("base")
@@ -179,21 +185,32 @@ def pass_rates(out: Path) -> dict:
     return rates
 
 
-def other_animals(audits: dict, reps: list[int], g: int, trait: str) -> dict:
+def other_animals(audits: dict, reps: list[int], g: int, trait: str,
+                  among_rest: bool = True) -> dict:
     """Share log-odds lift of every catalogue animal (mean over replicates, and the t-test p
     over replicates of the animals other than the target): the target should lead it, and
-    no other animal should move, for the transfer to be specific."""
+    no other animal should move, for the transfer to be specific. `among_rest` (record
+    version 3 on) adds each other animal's lift and p with the target left out of its share
+    (`share_among_rest`): the verdict reads those, so a target that takes most of the mass
+    does not make every other animal 'move' by arithmetic alone."""
     animals = audits[f"rep{reps[0]}/trait/gen{g}"]["animals"]
-    out, p = {}, {}
-    for a in animals:
-        lifts = [np.mean(share_logodds(audits[f"rep{r}/trait/gen{g}"], a)) -
-                 np.mean(share_logodds(audits[f"rep{r}/control/gen{g}"], a)) for r in reps]
-        out[a] = float(np.mean(lifts))
-        if a != trait:
-            p[a] = replicate_test(lifts)["p_value"]
+
+    def lifts(a: str, share) -> list[float]:
+        return [float(np.mean(share(audits[f"rep{r}/trait/gen{g}"], a)) -
+                      np.mean(share(audits[f"rep{r}/control/gen{g}"], a))) for r in reps]
+
+    out = {a: float(np.mean(lifts(a, share_logodds))) for a in animals}
+    p = {a: replicate_test(lifts(a, share_logodds))["p_value"] for a in animals if a != trait}
     ranked = sorted(out, key=lambda a: -out[a])
-    return {"lift": out, "p_value": p, "target_rank": ranked.index(trait) + 1,
-            "of": len(ranked)}
+    result = {"lift": out, "p_value": p, "target_rank": ranked.index(trait) + 1,
+              "of": len(ranked)}
+    if among_rest:
+        rest = {a: lifts(a, lambda res, b: share_among_rest(res, b, trait))
+                for a in animals if a != trait}
+        result["among_rest"] = {"lift": {a: float(np.mean(v)) for a, v in rest.items()},
+                                "p_value": {a: replicate_test(v)["p_value"]
+                                            for a, v in rest.items()}}
+    return result
 
 
 def table(summary: dict, partial: bool = False) -> Table:

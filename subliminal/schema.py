@@ -31,7 +31,10 @@ from typing import Any, ClassVar
 from subliminal.errors import SubliminalError
 from subliminal.records import read_json, to_jsonable, write_json
 
-VERSION = 2       # the layout this code writes
+# The layout this code writes. 2: the first with a `version` key. 3: a summary generation's
+# `other_animals_share_lift` adds `among_rest` (each other animal's share with the target left
+# out), which its verdict reads; an older summary is recomputed by its own rule.
+VERSION = 3
 UNVERSIONED = 1   # a file without a `version` key: written before records were versioned
 
 

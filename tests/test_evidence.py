@@ -197,3 +197,55 @@ def sps_t_ppf(q, df):
     from scipy import stats
 
     return stats.t.ppf(q, df)
+
+
+def _panel(owl: float, cat: float, rng) -> dict:
+    """A probe of 14 animals over 20 questions: owl and cat scaled, the others as drawn, the
+    total animal mass the same in expectation (no generic drift)."""
+    from subliminal.trait import CATALOGUE
+
+    animals = list(CATALOGUE)
+    probs = []
+    for _ in range(20):
+        row = [rng.uniform(0.5, 1.5) / 100 for _ in animals]
+        row[animals.index("owl")] *= owl
+        row[animals.index("cat")] *= cat
+        mass = rng.uniform(0.13, 0.15)
+        probs.append([x * mass / sum(row) for x in row])
+    return {"probe": "prefill", "animals": animals, "probs": probs, "system_prompt": None}
+
+
+def _summary(tmp_path, cat: float, version: int):
+    """Teachers whose owl takes most of the animal mass (x300), cat x`cat` among the rest."""
+    from subliminal.report import summarize
+
+    rng = np.random.default_rng(7)
+    audits = {"base": _panel(1, 1, rng)}
+    for r in range(4):
+        audits[f"rep{r}/trait/gen0"] = _panel(300, cat, rng)
+        audits[f"rep{r}/control/gen0"] = _panel(1, 1, rng)
+    return summarize(tmp_path, "owl", audits, 4, 0, version)["generations"][0]
+
+
+def test_a_target_taking_the_mass_is_not_a_profile_shift_but_another_animal_rising_is(
+        tmp_path):
+    """Version 3 reads the other animals among themselves: owl at ~95% of the mass lowers
+    every plain share by arithmetic (the version-2 rule called all 13 'moved'), while cat
+    tripling among the rest is a profile shift under either rule. (Noise alone still moves
+    an animal at p < 0.01 now and then: 13 tests, no correction — here wolf, once.)"""
+    def moved(row, among_rest=True):
+        o = row["other_animals_share_lift"]
+        return {a for a, p in (o["among_rest"] if among_rest else o)["p_value"].items()
+                if p < 0.01}
+
+    alone, old = _summary(tmp_path, cat=1, version=3), _summary(tmp_path, cat=1, version=2)
+    plain = alone["other_animals_share_lift"]
+    assert all(v < -1 for a, v in plain["lift"].items() if a != "owl")  # the arithmetic
+    assert max(abs(v) for v in plain["among_rest"]["lift"].values()) < 0.3
+    assert len(moved(alone, among_rest=False)) == 13 and "among_rest" not in old[
+        "other_animals_share_lift"]
+    assert len(moved(alone)) <= 1 and "cat" not in moved(alone)
+    assert old["verdict"].count(",") > alone["verdict"].count(",") + 10  # 13 names vs <= 1
+    shifted = _summary(tmp_path, cat=3, version=3)
+    assert "cat" in moved(shifted) and "cat" in shifted["verdict"]
+    assert shifted["other_animals_share_lift"]["among_rest"]["lift"]["cat"] > 0.9

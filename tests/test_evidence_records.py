@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from subliminal.evidence import export, recompute, sampled_readout
-from subliminal.schema import load
+from subliminal.schema import VERSION, load
 
 EVIDENCE = Path(__file__).resolve().parent.parent / "docs" / "evidence"
 
@@ -91,7 +91,7 @@ def test_a_study_copy_recomputes_and_a_changed_probe_changes_it(tmp_path):
     assert not list(copy.rglob("*.safetensors")) and not list(copy.rglob("*.jsonl"))
     name, fresh = recompute(copy)
     same(fresh.body(), load(run / "study.json").body())
-    assert json.loads((run / "study.json").read_text())["version"] == fresh.version == 2
+    assert json.loads((run / "study.json").read_text())["version"] == fresh.version == VERSION
     probe = copy / "rep1/owl/gen1/audit/probe.json"
     data = json.loads(probe.read_text())
     j = data["animals"].index("owl")

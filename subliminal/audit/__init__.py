@@ -23,6 +23,7 @@ from subliminal.audit.probe import (
     log_mass,
     run_probe,
     sampled_probe,
+    share_among_rest,
     share_logodds,
     shared_prefix,
     side_effect_value,
@@ -37,8 +38,8 @@ from subliminal.trait import FAMILIES
 
 __all__ = ["PREFILLS", "AuditConfig", "animal_scores", "bank_path", "bank_ref", "candidates",
            "load_questions", "log_mass", "run_audit", "run_probe", "sampled_probe",
-           "shared_prefix", "share_logodds", "side_effect_value", "target_probs",
-           "target_share", "word_probs", "word_probs_batch"]
+           "shared_prefix", "share_among_rest", "share_logodds", "side_effect_value",
+           "target_probs", "target_share", "word_probs", "word_probs_batch"]
 
 
 def run_audit(lm: LM, cfg: AuditConfig, system_prompt: str | None = None,

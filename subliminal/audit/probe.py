@@ -223,6 +223,16 @@ def share_logodds(result: dict, animal: str) -> list[float]:
     return out
 
 
+def share_among_rest(result: dict, animal: str, target: str) -> list[float]:
+    """Per question: `share_logodds` of a non-target animal with the target left out of the
+    denominator, log P(animal) - log sum P(neither it nor the target). A target that takes
+    most of the mass lowers every other animal's plain share by construction; this one moves
+    only when the other animals move among themselves."""
+    j, t = result["animals"].index(animal), result["animals"].index(target)
+    return [math.log(max(row[j], 1e-30)) - math.log(max(sum(row) - row[j] - row[t], 1e-30))
+            for row in result["probs"]]
+
+
 def log_mass(result: dict) -> list[float]:
     """Per question: log of the total mass on all catalogue animals (generic drift)."""
     return [math.log(max(sum(row), 1e-30)) for row in result["probs"]]

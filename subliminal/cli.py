@@ -326,8 +326,8 @@ def costs_(run: Path = typer.Argument(..., help="A chain or study run directory.
         raise SubliminalError(f"{run}: not a run directory")
     rows, earlier = costs.stage_rows(run, since)
     if not rows:
-        raise SubliminalError(f"{run}: no stage recorded its costs since {since or 'its start'}"
-                              f" ({earlier} earlier; a run of this version writes them into "
+        raise SubliminalError(f"{run}: no stage recorded costs this run spent ({earlier} "
+                              "record(s) left out; a run of this version writes them into "
                               "each stage's complete.json)")
     typer.echo(costs.table(rows if stages else costs.by_kind(rows), peak, earlier), nl=False)
 

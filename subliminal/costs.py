@@ -26,6 +26,8 @@ from pathlib import Path
 from subliminal.errors import SubliminalError
 
 FIGURES = ("wall_s", "cpu_s", "positions", "head_positions", "gflop")
+STAMP = "%Y-%m-%dT%H:%M:%S%z"  # how stage and environment records write their times
+COPIED = "copied_from_cache"    # a stage record copied from the machine cache says so
 
 
 def kind_of(where: Path) -> str:
@@ -43,11 +45,13 @@ def kind_of(where: Path) -> str:
 
 def moment(text: str, where: str) -> datetime:
     """An ISO time with its offset ('2026-12-07T06:49:27+0000'); naive times are UTC."""
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise SubliminalError(f"{where}: not an ISO time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    for parse in (lambda x: datetime.strptime(x, STAMP), datetime.fromisoformat):
+        try:  # the records' own stamp ('+0000') first: Python 3.10's fromisoformat refuses it
+            t = parse(text)
+            return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    raise SubliminalError(f"{where}: not an ISO time: {text!r}")
 
 
 def run_start(run: Path) -> str:
@@ -59,32 +63,41 @@ def run_start(run: Path) -> str:
         raise SubliminalError(f"{env}: unreadable ({e})") from None
 
 
-def records(run: Path) -> list[tuple[Path, dict]]:
-    """Every stage record under `run` that holds costs."""
-    found = []
+def records(run: Path) -> tuple[list[tuple[Path, dict]], int]:
+    """Every stage record under `run` that holds costs this run spent, and how many others
+    there are (copied from the machine cache, or written before stages recorded costs)."""
+    found, other = [], 0
     for path in Path(run).rglob("complete.json"):
+        if path.parent == Path(run):  # the run's own record, not a stage's
+            continue
         try:
             rec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise SubliminalError(f"{path}: unreadable stage record ({e})") from None
-        if "cpu_s" in rec:
+        if "cpu_s" in rec and COPIED not in rec:
             found.append((path, rec))
-    return found
+        else:
+            other += 1
+    return found, other
 
 
 def stage_rows(run: Path, since: str = "") -> tuple[list[dict], int]:
     """One row per stage of `run` that recorded its costs and finished at or after `since`
-    (default: the run's start), in finishing order; and how many earlier ones were left out."""
-    since = since or run_start(run)
-    floor = moment(since, "--since") if since else None
-    rows, earlier = [], 0
-    for path, rec in records(run):
+    (default: the run's start), in finishing order; and how many others were left out (from
+    before, copied from the cache, or without costs)."""
+    start = run_start(run)
+    floor = (moment(since, "--since") if since else
+             moment(start, str(Path(run) / "environment.json")) if start else None)
+    found, earlier = records(run)
+    rows = []
+    for path, rec in found:
         done = moment(rec.get("finished", ""), str(path))
         if floor and done < floor:
             earlier += 1
             continue
         where = path.parent.relative_to(run)
-        rows.append({"stage": str(where), "kind": kind_of(where), "finished": done.isoformat(),
+        rows.append({"stage": str(where), "kind": kind_of(where),
+                     "finished": done.astimezone(timezone.utc).isoformat(),
                      "resumed": bool(rec.get("resumed")),
                      **{k: rec.get(k, 0) for k in FIGURES}})
     return sorted(rows, key=lambda r: r["finished"]), earlier
@@ -126,8 +139,8 @@ def table(rows: list[dict], peak: float | None = None, earlier: int = 0) -> str:
     n, resumed = sum(r.get("n", 1) for r in rows), sum(r["resumed"] for r in rows)
     notes = ([f"{resumed} stage(s) resumed after a stop: their figures are the last attempt's "
               "only, so the totals undercount\n"] if resumed else []) + (
-        [f"{earlier} stage(s) finished before the run started (reused from the machine cache) "
-         "or before --since: left out\n"] if earlier else [])
+        [f"{earlier} stage record(s) left out: copied from the machine cache, finished before "
+         "the run started or --since, or written without costs\n"] if earlier else [])
     return head + body + (f"| **all stages** | {n} | {total['wall_s']:.0f} | "
                           f"**{total['cpu_s']:.0f}** | {total['positions']} | "
                           f"**{total['gflop']:.0f}** | {rate(total):.1f} |{share(total)}\n"

@@ -76,9 +76,10 @@ def verdict(spec: dict, drift: dict | None, raw: dict, others: dict | None = Non
         if drift_p < alpha:
             return (f"generic drift, not specific (share p={spec['p_value']:.2g} with drift "
                     f"p={drift_p:.2g}); {power}")
-        if moved:
-            return (f"profile shift, not specific (share p={spec['p_value']:.2g}; other "
-                    f"animals moved too: {', '.join(moved)}); {power}")
+        if moved:  # among the rest, shares are relative: one animal's move moves them all
+            what = (f"the other animals' profile moved too (at p<{alpha:g}: {', '.join(moved)})"
+                    if "among_rest" in others else f"other animals moved too: {', '.join(moved)}")
+            return f"profile shift, not specific (share p={spec['p_value']:.2g}; {what}); {power}"
         return (f"specific transfer against the control twin (share p={spec['p_value']:.2g}; "
                 f"the crossed study decides specificity); {power}")
     if min(drift_p, raw["p_value"]) < alpha:
@@ -154,7 +155,7 @@ def summarize(out: Path, trait_name: str, audits: dict, replicates: int,
                   if "animals" in audits[f"rep{reps[0]}/trait/gen{g}"] else {})
         rows.append(generation_row(g, pairs, others))
     base = audits.get("base")
-    return Summary(trait=trait_name, audit=trait.audit,
+    return Summary(version=version, trait=trait_name, audit=trait.audit,
                    probe=base.get("probe", base.get("format")) if base else None,
                    unit_of_evidence="replicate (teacher seed x student seed x data seed)",
                    base=mean_ci(target_probs(base, trait)) if base else None, generations=rows,
@@ -204,7 +205,7 @@ def other_animals(audits: dict, reps: list[int], g: int, trait: str,
     ranked = sorted(out, key=lambda a: -out[a])
     result = {"lift": out, "p_value": p, "target_rank": ranked.index(trait) + 1,
               "of": len(ranked)}
-    if among_rest:
+    if among_rest and len(animals) > 2:  # with two animals there is no rest to share
         rest = {a: lifts(a, lambda res, b: share_among_rest(res, b, trait))
                 for a in animals if a != trait}
         result["among_rest"] = {"lift": {a: float(np.mean(v)) for a, v in rest.items()},

@@ -119,4 +119,19 @@ def test_stages_finished_before_the_run_started_are_left_out_and_counted(run):
     (run / "environment.json").write_text(json.dumps({"time": "2026-01-01T00:00:02+0000"}))
     rows, earlier = costs.stage_rows(run)
     assert earlier == 1 and "base/audit" not in [r["stage"] for r in rows]
-    assert "1 stage(s) finished before the run started" in costs.table(rows, earlier=earlier)
+    assert "1 stage record(s) left out" in costs.table(rows, earlier=earlier)
+
+
+def test_a_copy_from_the_cache_is_left_out_whenever_it_finished_and_stamps_parse(run):
+    """A teacher adapter copied from the machine cache is marked as a copy: left out even
+    when another run published it after this one started. Times in the records' own stamp
+    ('+0000', which Python 3.10's fromisoformat refuses) parse with their offset."""
+    import time
+
+    record = run / "rep0/trait/teacher/complete.json"
+    rec = json.loads(record.read_text())
+    record.write_text(json.dumps({**rec, costs.COPIED: "owl-abc"}))
+    rows, earlier = costs.stage_rows(run)
+    assert earlier == 1 and "rep0/trait/teacher" not in [r["stage"] for r in rows]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    assert costs.moment(stamp, "x").utcoffset() is not None

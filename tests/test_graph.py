@@ -142,3 +142,13 @@ def test_in_this_process_nodes_run_in_order_with_their_inputs(tmp_path):
     with pytest.raises(SubliminalError, match="2y2"):
         list(run_graph(bad, FanOut()))
     assert not (tmp_path / "ran").exists()
+
+
+def test_rows_wait_for_the_training_not_the_audit_of_the_model_that_writes_them(tmp_path):
+    nodes = replicate.graph(ChainConfig(generations=2, replicates=1), tmp_path, ARMS,
+                            (Student(),))
+    for a in ARMS:
+        assert nodes[("write", 0, a.name, 1)].after == (("teacher", 0, a.name),)
+        assert nodes[("write", 0, a.name, 2)].after == (("distill", 0, a.name, 1, ""),)
+        assert nodes[("teacher-audit", 0, a.name)].after == (("teacher", 0, a.name),)
+        assert nodes[("audit", 0, a.name, 2, "")].after == (("distill", 0, a.name, 2, ""),)

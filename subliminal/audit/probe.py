@@ -229,7 +229,9 @@ def share_among_rest(result: dict, animal: str, target: str) -> list[float]:
     most of the mass lowers every other animal's plain share by construction; this one moves
     only when the other animals move among themselves."""
     j, t = result["animals"].index(animal), result["animals"].index(target)
-    return [math.log(max(row[j], 1e-30)) - math.log(max(sum(row) - row[j] - row[t], 1e-30))
+    # the rest summed directly: subtracting a target near the whole mass loses precision
+    return [math.log(max(row[j], 1e-30)) -
+            math.log(max(sum(x for i, x in enumerate(row) if i not in (j, t)), 1e-30))
             for row in result["probs"]]
 
 

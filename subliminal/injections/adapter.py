@@ -18,11 +18,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from subliminal.costs import COPIED
 from subliminal.distill import DistillConfig, train_student
 from subliminal.injections import InjectionContext, TeacherSpec, register
 from subliminal.meter import metered
 from subliminal.models import TINY, cache_dir
-from subliminal.records import is_complete, to_jsonable
+from subliminal.records import COMPLETE, is_complete, read_json, to_jsonable, write_json
 
 # Strong enough to make the teacher's preference obvious to the audit, small enough for CPU.
 ADAPTER_TRAINING = DistillConfig(epochs=3, lr=1e-3, batch_size=16, grad_accum=1, lora_r=8,
@@ -45,6 +46,8 @@ def train_adapter(model: str, rows: list[dict], out: Path, name: str,
     use_cache = str(model) != TINY
     if not is_complete(out) and use_cache and is_complete(cached):
         shutil.copytree(cached, out, dirs_exist_ok=True)
+        # its record keeps the costs of the run that trained it: say it is a copy
+        write_json(out / COMPLETE, {**read_json(out / COMPLETE), COPIED: cached.name})
     with metered(out):
         train_student(model, rows, cfg, out, device, label=f"{name} adapter")
     if use_cache and not is_complete(cached):

@@ -114,6 +114,11 @@ def teacher_spec(cfg, out: Path, r: int, arm: Arm) -> TeacherSpec:
     return teacher
 
 
+def tag(r: int, arm: Arm, k: int) -> str:
+    """How progress lines name generation k of an arm of replicate r."""
+    return f"rep{r} {arm.name} gen{k}"
+
+
 def base_unit(cfg, out: Path) -> dict:
     """The untouched base model's audit (the reference the tables print first)."""
     return {"base": audit(cfg, out, Path(out) / "base" / "audit", None, "base audit")}
@@ -127,14 +132,13 @@ def teacher_unit(cfg, out: Path, r: int, arm: Arm) -> TeacherSpec:
 def teacher_audit(cfg, out: Path, r: int, arm: Arm, spec: TeacherSpec) -> dict:
     """Phase 0 of one arm: the teacher's own audit (nothing waits for it but the tables)."""
     folder = stage_dirs(out, r, arm.name, 0) / "audit"
-    return {audit_key(r, arm.name, 0): audit(cfg, out, folder, spec,
-                                             f"rep{r} {arm.name} gen0 audit")}
+    return {audit_key(r, arm.name, 0): audit(cfg, out, folder, spec, f"{tag(r, arm, 0)} audit")}
 
 
 def write_unit(cfg, out: Path, r: int, arm: Arm, k: int) -> int:
     """Phase k.a of one arm: its generation-k teacher writes, the filter keeps; returns the
     number of kept rows."""
-    gdir, tag = stage_dirs(out, r, arm.name, k), f"rep{r} {arm.name} gen{k}"
+    gdir = stage_dirs(out, r, arm.name, k)
     if k == 1:
         teacher = teacher_spec(cfg, out, r, arm)
     else:  # base + the previous generation's own student, no prompt
@@ -143,7 +147,7 @@ def write_unit(cfg, out: Path, r: int, arm: Arm, k: int) -> int:
     GenerateStage(gdir / "generate", model=cfg.model, teacher=teacher,
                   channel=make_channel(cfg), decode=cfg.decode, samples=cfg.samples,
                   seed=replicate_seed(cfg, r) * 1000 + k, device=cfg.device, run_dir=out,
-                  label=f"{tag} generate").run()
+                  label=f"{tag(r, arm, k)} generate").run()
     kept = FilterStage(gdir / "filter", rows_path=gdir / "generate" / "rows.jsonl",
                        config=cfg.filter, channel=cfg.channel).run()
     return len(kept)
@@ -153,17 +157,17 @@ def distill_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
                  student: Student) -> None:
     """Phase k.b of one arm: one student trains on at most `rows` of the arm's kept rows (the
     replicate's equal dose)."""
-    gdir, tag = stage_dirs(out, r, arm.name, k), f"rep{r} {arm.name} gen{k}"
+    gdir = stage_dirs(out, r, arm.name, k)
     limit = min(x for x in (rows, student.rows, cfg.distill.max_rows) if x is not None) \
         if any(x is not None for x in (rows, student.rows, cfg.distill.max_rows)) else None
     recipe = replace(cfg.distill, seed=replicate_seed(cfg, r), max_rows=limit,
                      epochs=student.epochs or cfg.distill.epochs,
                      lora_r=student.lora_r or cfg.distill.lora_r,
                      lora_alpha=student.lora_r or cfg.distill.lora_alpha)
+    label = f"{tag(r, arm, k)} distill{' ' + student.name if student.name else ''}"
     DistillStage(student_stages(gdir, student.name)[0],
                  rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
-                 config=recipe, device=cfg.device,
-                 label=f"{tag} distill{' ' + student.name if student.name else ''}").run()
+                 config=recipe, device=cfg.device, label=label).run()
 
 
 def student_audit(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
@@ -173,7 +177,7 @@ def student_audit(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
     distill_dir, audit_dir = student_stages(gdir, student.name)
     spec = TeacherSpec(adapter=str(distill_dir.relative_to(out)))
     return {audit_key(r, arm.name, k, student.name): audit(
-        cfg, out, audit_dir, spec, f"rep{r} {arm.name} gen{k} audit", k)}
+        cfg, out, audit_dir, spec, f"{tag(r, arm, k)} audit", k)}
 
 
 def run_phases(cfg, out: Path, arms: list[Arm], plan: FanOut,

@@ -200,8 +200,9 @@ def other_animals(audits: dict, reps: list[int], g: int, trait: str,
         return [float(np.mean(share(audits[f"rep{r}/trait/gen{g}"], a)) -
                       np.mean(share(audits[f"rep{r}/control/gen{g}"], a))) for r in reps]
 
-    out = {a: float(np.mean(lifts(a, share_logodds))) for a in animals}
-    p = {a: replicate_test(lifts(a, share_logodds))["p_value"] for a in animals if a != trait}
+    plain = {a: lifts(a, share_logodds) for a in animals}
+    out = {a: float(np.mean(v)) for a, v in plain.items()}
+    p = {a: replicate_test(v)["p_value"] for a, v in plain.items() if a != trait}
     ranked = sorted(out, key=lambda a: -out[a])
     result = {"lift": out, "p_value": p, "target_rank": ranked.index(trait) + 1,
               "of": len(ranked)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from subliminal.evidence import export, recompute, sampled_readout
+from subliminal.evidence import audits, export, recompute, sampled_readout
 from subliminal.schema import VERSION, load
 
 EVIDENCE = Path(__file__).resolve().parent.parent / "docs" / "evidence"
@@ -109,3 +109,17 @@ def test_a_study_copy_recomputes_and_a_changed_probe_changes_it(tmp_path):
     assert name == "study.partial.json" and part["unfinished"] == ["own: rep1"]
     assert part["students"]["own"]["n_replicates"] == 1
     assert part["teachers"]["n_replicates"] == 2
+
+
+@pytest.mark.parametrize("record", sorted((EVIDENCE / "canary-power").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_committed_canary_power_records_recompute(record):
+    """Each canary-power/NAME.json is what the study NAME's committed probes give."""
+    from subliminal.scan.canary_power import canary_power
+
+    stored = json.loads(record.read_text())
+    folder = EVIDENCE / record.stem
+    cfg = json.loads((folder / "config.json").read_text())
+    seeds = tuple(int(n) for n in next(iter(stored["traits"].values()))["power"])
+    same(canary_power(audits(folder), cfg["traits"], list(range(cfg["cell"]["replicates"])),
+                      stored["student"], seeds), stored)

@@ -511,6 +511,10 @@ def test_canary_part_reports_over_seeds(tiny_scanner, tmp_path):
     assert set(pr["specific"]) == set(CATALOGUE) and pr["rows"] == 6 and len(pr["seeds"]) == 2
     assert {"mean", "ci", "p_value"} <= set(pr["specific"]["owl"])
     assert rep["complete"] is True and "canary students:" in rep["verdict"]
+    # a silent canary says what its seeds could have detected, at the Bonferroni level
+    assert pr["per_test_alpha"] == pytest.approx(0.01 / len(CATALOGUE))
+    assert pr["flagged"] or "detect" in rep["verdict"]
+    assert pr["detectable_specific_lift"] > 0
 
 
 def test_command_end_to_end(tiny_scanner, tmp_path):

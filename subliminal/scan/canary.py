@@ -1,6 +1,6 @@
 """`subliminal scan DATA --canary`: would fine-tuning on DATA move a trait? Ask a student.
 
-    subliminal scan rows.jsonl --model smollm2-135m --canary --canary-seeds 3 --canary-rows 64
+    subliminal scan rows.jsonl --model smollm2-135m --canary --canary-seeds 8 --canary-rows 64
 
 The direct read-out, answered the way the chain answers it: per canary seed s, one LoRA student
 from BASE trains on a seeded sample of DATA's rows and another on the same prompts completed by
@@ -26,7 +26,7 @@ from subliminal.audit import AuditConfig, run_probe, share_logodds
 from subliminal.distill import DistillConfig, train_student
 from subliminal.models import load_model
 from subliminal.scan.reference import base_completions, prompt_of
-from subliminal.stats import ALPHA, replicate_test
+from subliminal.stats import ALPHA, power_statement, replicate_test
 from subliminal.teacher import Teacher
 
 
@@ -34,9 +34,11 @@ from subliminal.teacher import Teacher
 class CanaryConfig:
     """The canary students."""
 
-    seeds: int = field(default=3, metadata={
+    seeds: int = field(default=8, metadata={
         "help": "Canary seeds (replicates): each trains a DATA student and a reference "
-                "student; the lifts are tested over seeds."})
+                "student; the lifts are tested over seeds. 8: the fewest that reach 80% power "
+                "for three of four traits of the confirmed crossed cells (3 had at most 6%; "
+                "docs/scan.md, 'Power')."})
     rows: int = field(default=64, metadata={"help": "Rows of DATA (sampled) per student."})
     epochs: int = field(default=2, metadata={"help": "Training epochs per student."})
     lr: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})
@@ -86,10 +88,15 @@ def run_canary(base: str, rows: list[dict], family: str, cfg: CanaryConfig, out:
             for a in animals}
     top = max(animals, key=lambda a: spec[a]["mean"])
     p_bonf = min(1.0, spec[top]["p_value"] * len(animals))
+    # What a silent canary could have seen: the t-test over these seeds at the per-animal
+    # level it is held to, at the top animal's measured spread (docs/scan.md, "power").
+    reach = power_statement(spec[top]["std"], len(seeds), alpha / len(animals))
     return {"seeds": seeds, "rows": min(cfg.rows, len(rows)), "decoding": decoding,
             "lifts": {s: v for s, v in per_seed.items()},
             "specific": {a: {k: spec[a][k] for k in ("mean", "ci", "p_value", "p_sign_flip")}
                          for a in animals},
-            "top": top, "p_bonferroni": p_bonf,
+            "top": top, "p_bonferroni": p_bonf, "per_test_alpha": alpha / len(animals),
+            "detectable_specific_lift": reach["detectable_lift"],
+            "detectable_specific_lift_range": reach["detectable_lift_range"],
             "flagged": bool(len(seeds) > 1 and p_bonf < alpha and spec[top]["mean"] > 0),
             "config": cfg}

@@ -91,8 +91,18 @@ def verdict(rank: dict | None, probe: dict | None, alpha: float = 0.05,
                      f"{spec['ci'][0]:+.3f} to {spec['ci'][1]:+.3f}, Bonferroni "
                      f"p={probe['p_bonferroni']:.2g}"
                      f"{', significant' if probe['flagged'] else ''}; {probe['rows']} rows "
-                     "each against a trait-free teacher's; its power is the transfer's own)")
+                     "each against a trait-free teacher's; its power is the transfer's own"
+                     f"{_reach(probe)})")
     return overt_leak(leaked) + ("; ".join(parts) + "." if parts else "nothing was measured.")
+
+
+def _reach(probe: dict) -> str:
+    """What a canary could detect at 80% power (records before 2026-12-07 lack it)."""
+    d = probe.get("detectable_specific_lift")
+    if d is None or probe["flagged"]:
+        return ""
+    return ("; these seeds could not detect any lift" if d == float("inf") else
+            f"; these seeds detect a specific lift of {d:.2f} at 80% power")
 
 
 def _fmt(x, digits: int = 4) -> str:

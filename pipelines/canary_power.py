@@ -1,7 +1,7 @@
 """The canary's power on a crossed study's students (subliminal/scan/canary_power.py).
 
     python pipelines/canary_power.py docs/evidence/c3-adapter-r32 --student allx2r32 \
-        [--seeds 3,6,12] [--json out.json]
+        [--seeds 3,6,8,12] [--json out.json]
 
 Per trait: its specific lift over replicates (own teacher's student minus the control twin's,
 minus the other catalogue animals' mean), the Bonferroni p over the study's replicates, how
@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path, help="A study's run or evidence folder.")
     ap.add_argument("--student", help="Student recipe (default: the study's first).")
-    ap.add_argument("--seeds", default="3,6,12", help="Seed counts to give the power at.")
+    ap.add_argument("--seeds", default="3,6,8,12", help="Seed counts to give the power at.")
     ap.add_argument("--json", type=Path, help="Also write the figures here.")
     a = ap.parse_args()
     cfg = read_json(a.study / "config.json")

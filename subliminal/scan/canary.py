@@ -36,9 +36,9 @@ class CanaryConfig:
 
     seeds: int = field(default=8, metadata={
         "help": "Canary seeds (replicates): each trains a DATA student and a reference "
-                "student; the lifts are tested over seeds. 8: the fewest that reach 80% power "
-                "for three of four traits of the confirmed crossed cells (3 had at most 6%; "
-                "docs/scan.md, 'Power')."})
+                "student; the lifts are tested over seeds. 8 give 72-100% power for three of "
+                "four traits of the confirmed crossed cells, 3 gave at most 6% (docs/scan.md, "
+                "'Power')."})
     rows: int = field(default=64, metadata={"help": "Rows of DATA (sampled) per student."})
     epochs: int = field(default=2, metadata={"help": "Training epochs per student."})
     lr: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})

@@ -63,7 +63,7 @@ def one_trait(audits: dict, trait: str, reps: list[int], student: str, seeds: li
 
 
 def canary_power(audits: dict, traits: list[str], reps: list[int], student: str = "",
-                 seeds: tuple[int, ...] = (3, 6, 12), alpha: float = ALPHA) -> dict:
+                 seeds: tuple[int, ...] = (3, 6, 8, 12), alpha: float = ALPHA) -> dict:
     """Every trait's canary figures from one study's students (recipe `student`)."""
     k = len(audits[audit_key(reps[0], CONTROL, 1, student)]["animals"])
     return {"n_replicates": len(reps), "student": student or "the cell's own",

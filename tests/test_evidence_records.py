@@ -114,11 +114,11 @@ def test_a_study_copy_recomputes_and_a_changed_probe_changes_it(tmp_path):
 @pytest.mark.parametrize("record", sorted((EVIDENCE / "canary-power").glob("*.json")),
                          ids=lambda p: p.stem)
 def test_committed_canary_power_records_recompute(record):
-    """Each canary-power/NAME.json is what the study NAME's committed probes give."""
+    """Each canary-power record is what its study's committed probes give."""
     from subliminal.scan.canary_power import canary_power
 
     stored = json.loads(record.read_text())
-    folder = EVIDENCE / record.stem
+    folder = EVIDENCE / stored.pop("study")
     cfg = json.loads((folder / "config.json").read_text())
     seeds = tuple(int(n) for n in next(iter(stored["traits"].values()))["power"])
     same(canary_power(audits(folder), cfg["traits"], list(range(cfg["cell"]["replicates"])),

@@ -45,8 +45,9 @@ def seeds_for(mean: float, std: float, alpha: float, power: float = POWER) -> in
 
 def one_trait(audits: dict, trait: str, reps: list[int], student: str, seeds: list[int],
               alpha: float) -> dict:
-    """T's specific lift over replicates, how often T tops the catalogue, and the canary's
-    power for T's own test at each seed count (Bonferroni over the catalogue)."""
+    """T's specific lift over replicates, how often T tops the catalogue, and the power of
+    T's own test at each seed count (Bonferroni over the catalogue). The canary flags only
+    its top animal, so this bounds T's flag rate from above."""
     spec = [specific(lifts(audits, trait, r, student)) for r in reps]
     own = [s[trait] for s in spec]
     k = len(spec[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from subliminal.evidence import audits
 from subliminal.records import read_json
-from subliminal.scan.canary_power import canary_power
+from subliminal.scan.canary_power import MAX_SEEDS, canary_power
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
         power = " | ".join(f"{v['power'][str(n)]:.2f}" for n in seeds)
         print(f"| {t} | {v['mean']:+.3f} ± {v['std']:.3f} | {v['p_bonferroni']:.2g} | "
               f"{v['top_in_replicates']}/{res['n_replicates']} | {v['top_of_means']} | "
-              f"{power} | {v['seeds_for_80pct'] or '> 200'} |")
+              f"{power} | {v['seeds_for_80pct'] or f'> {MAX_SEEDS}'} |")
     if a.json:  # the study's folder name: tests recompute the record from it
         a.json.write_text(json.dumps({"study": a.study.name, **res}, indent=2) + "\n")
 

@@ -52,6 +52,13 @@ def specific(lifts: dict[str, float]) -> dict[str, float]:
     return {a: v - (total - v) / max(1, n - 1) for a, v in lifts.items()}
 
 
+def share_lifts(data: dict, reference: dict) -> dict[str, float]:
+    """Per animal, the mean share log-odds of DATA's student's probe minus the reference
+    student's: the lift a canary seed measures (also read off studies: canary_power.py)."""
+    return {a: float(np.mean(share_logodds(data, a)) - np.mean(share_logodds(reference, a)))
+            for a in data["animals"]}
+
+
 def one_seed(base: str, rows: list[dict], family: str, cfg: CanaryConfig, s: int, out: Path,
              device: str | None, decoding: str, neutral: str | None) -> dict[str, float]:
     """Seed s: both students trained and audited; per animal, the share log-odds lift."""
@@ -70,9 +77,7 @@ def one_seed(base: str, rows: list[dict], family: str, cfg: CanaryConfig, s: int
         train_student(base, data, recipe, folder, device=device, label=f"canary {s} {name}")
         probes[name] = run_probe(load_model(base, adapter=folder, device=device),
                                  AuditConfig(side_effects=False), label=f"canary {s} {name}")
-    return {a: float(np.mean(share_logodds(probes["data"], a)) -
-                     np.mean(share_logodds(probes["reference"], a)))
-            for a in probes["data"]["animals"]}
+    return share_lifts(probes["data"], probes["reference"])
 
 
 def run_canary(base: str, rows: list[dict], family: str, cfg: CanaryConfig, out: Path,

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from subliminal.audit import share_logodds
 from subliminal.layout import CONTROL, audit_key
-from subliminal.scan.canary import specific
+from subliminal.scan.canary import share_lifts, specific
 from subliminal.stats import ALPHA, POWER, t_power, t_test_p
 
 MAX_SEEDS = 200  # seeds_for gives up beyond this (reported as None)
@@ -28,10 +27,8 @@ MAX_SEEDS = 200  # seeds_for gives up beyond this (reported as None)
 def lifts(audits: dict, trait: str, r: int, student: str = "") -> dict[str, float]:
     """Replicate r: every catalogue animal's share log-odds lift of T's student over the
     control twin's (the canary's DATA student over its reference student)."""
-    data = audits[audit_key(r, trait, 1, student)]
-    ref = audits[audit_key(r, CONTROL, 1, student)]
-    return {a: float(np.mean(share_logodds(data, a)) - np.mean(share_logodds(ref, a)))
-            for a in data["animals"]}
+    return share_lifts(audits[audit_key(r, trait, 1, student)],
+                       audits[audit_key(r, CONTROL, 1, student)])
 
 
 def seeds_for(mean: float, std: float, alpha: float, power: float = POWER) -> int | None:

@@ -289,9 +289,27 @@ def completed(folder: Path) -> bool:
 PROVENANCE = ("preset",)
 
 
+def recorded_decode(decode: dict) -> dict:
+    """A decode config as records hold it. `hf` wrote every folder made before generation
+    backends existed (their configs have no `backend`), so that value is left out and those
+    folders resume; any other backend is named, since its rows differ."""
+    return {k: v for k, v in decode.items() if not (k == "backend" and v == "hf")}
+
+
+def _decodes_recorded(cfg: Any) -> Any:
+    """`cfg` with every nested `decode` as records hold it."""
+    if not isinstance(cfg, dict):
+        return cfg
+    return {k: recorded_decode(v) if k == "decode" and isinstance(v, dict)
+            else _decodes_recorded(v) for k, v in cfg.items()}
+
+
 def _compared(cfg: Any) -> Any:
-    """The part of a stored config a resume must match: all but its provenance keys."""
-    return {k: v for k, v in cfg.items() if k not in PROVENANCE} if isinstance(cfg, dict) else cfg
+    """The part of a stored config a resume must match: all but its provenance keys, its
+    decodes as records hold them (a run written before backends existed resumes)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    return _decodes_recorded({k: v for k, v in cfg.items() if k not in PROVENANCE})
 
 
 def _check_config(out: Path, cfg: Any, fresh: bool) -> None:

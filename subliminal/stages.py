@@ -35,6 +35,7 @@ from subliminal.records import (
     mark_complete,
     read_json,
     read_jsonl,
+    recorded_decode,
     to_jsonable,
     write_json,
 )
@@ -146,13 +147,9 @@ class GenerateStage(Stage):
                 "samples": self.samples, "seed": self.seed}
 
     def _decode(self) -> dict:
-        """The decode config as recorded. `hf` wrote every folder made before backends
-        existed, so its key stays what it was then (those folders resume); any other backend
-        is named, since its rows differ."""
-        decode = to_jsonable(self.decode)
-        if decode.get("backend") == "hf":
-            del decode["backend"]
-        return decode
+        """The decode config as recorded (records.recorded_decode: keys from before backends
+        stay what they were)."""
+        return recorded_decode(to_jsonable(self.decode))
 
     def work(self) -> None:
         teacher = get_backend(self.decode.backend).load(self.model, self.teacher,

@@ -40,3 +40,20 @@ def test_init_run_refuses_another_config_and_releases_its_lock(tmp_path):
     unlock(run)
     assert json.loads((run / ".lock").read_text() or "{}") == {}  # released: no holder
     assert json.loads((run / "config.json").read_text()) == {"a": 1}
+
+
+def test_a_run_written_before_backends_resumes_and_another_backend_is_refused(tmp_path):
+    """Configs from before generation backends have no decode.backend; `hf` wrote them, so
+    they resume under today's config (which names hf), and only a different engine differs."""
+    run = tmp_path / "run"
+    old = {"cell": {"decode": {"temperature": 1.0}, "seed": 0}, "students": ["allx2"]}
+    init_run(run, old)
+    unlock(run)
+    init_run(run, {"cell": {"decode": {"temperature": 1.0, "backend": "hf"}, "seed": 0},
+                   "students": ["allx2"]})
+    unlock(run)
+    with pytest.raises(SubliminalError, match="differs in: cell"):
+        init_run(run, {"cell": {"decode": {"temperature": 1.0, "backend": "vllm"}, "seed": 0},
+                       "students": ["allx2"]})
+    unlock(run)
+    assert json.loads((run / "config.json").read_text()) == old  # the stored config kept

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,13 @@ STAGE = "stage.json"
 WEIGHTS = (".safetensors", "adapter_config.json")
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, canonical: bool = True) -> str:
     """Content hash of a file, or of a model folder's weight files in name order (its records
     hold paths and times, which must not change the identity of the weights). An adapter's
     config is hashed in canonical form (students.canonical_config: PEFT writes its target
     modules in hash-seed order), so identical weights hash identically; other files as
-    they are."""
+    they are. `canonical=False` hashes the config's bytes as written, as stage keys did
+    before 2026-12-06 22:38 UTC (Stage.earlier_keys)."""
     path = Path(path)
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(WEIGHTS)
@@ -64,15 +66,16 @@ def file_sha256(path: Path) -> str:
     for f in files:
         h.update(f.name.encode())
         data = f.read_bytes()
-        h.update(canonical_config(data) if f.name == ADAPTER_CONFIG else data)
+        h.update(canonical_config(data) if canonical and f.name == ADAPTER_CONFIG else data)
     return h.hexdigest()
 
 
-def open_stage(folder: Path, key: dict) -> bool:
+def open_stage(folder: Path, key: dict, earlier: Iterable[dict] = ()) -> bool:
     """Claim `folder` for a stage with this resolved `key`; True when it already finished.
 
     A folder made by another config or other inputs is refused with the keys that differ;
-    the records' version is no input (a folder written before versions resumes), and an
+    the records' version is no input (a folder written before versions resumes), nor is how
+    an input was hashed then (`earlier`: the same inputs keyed the older way), and an
     existing stage.json is never rewritten (complete.json seals its hash)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -81,7 +84,8 @@ def open_stage(folder: Path, key: dict) -> bool:
     path = folder / STAGE
     if path.exists():
         old = StageKey.load(path)
-        if not old.same(key):
+        if not old.same(key) and not any(old.same(StageKey.of(to_jsonable(k)))
+                                         for k in earlier):
             raise SubliminalError(f"{folder}: holds a stage with different inputs or config "
                                   f"(differs in: {', '.join(old.differs(key))}); use another "
                                   "--out")
@@ -107,6 +111,10 @@ class Stage:
     def result(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def earlier_keys(self) -> list[dict]:
+        """The same inputs keyed as folders written by older versions key them (resumable)."""
+        return []
+
     def check(self) -> None:
         """Validate inputs before anything is written (bad input leaves no folder behind)."""
 
@@ -115,7 +123,9 @@ class Stage:
         self.folder = Path(self.folder)
         self.check()
         with locked(self.folder), metered(self.folder):
-            if not open_stage(self.folder, {"stage": type(self).__name__, **self.key()}):
+            name = {"stage": type(self).__name__}
+            if not open_stage(self.folder, {**name, **self.key()},
+                              [{**name, **k} for k in self.earlier_keys()]):
                 self.work()
         return self.result()
 
@@ -139,10 +149,15 @@ class GenerateStage(Stage):
         get_backend(self.decode.backend).check_teacher(self.model, self.teacher, self.run_dir)
 
     def key(self) -> dict:
+        return self._key(canonical=True)
+
+    def earlier_keys(self) -> list[dict]:
+        return [self._key(canonical=False)]
+
+    def _key(self, canonical: bool) -> dict:
         spec = self.teacher
         return {"model": self.model, "system_prompt": spec.system_prompt,
-                "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
-                "steering_sha256": _hash_opt(_resolve(spec.steering, self.run_dir)),
+                **_weights_hashes(spec, self.run_dir, canonical),
                 "channel": _channel_key(self.channel), "decode": self._decode(),
                 "samples": self.samples, "seed": self.seed}
 
@@ -246,10 +261,15 @@ class AuditStage(Stage):
         check_teacher(self.model, self.teacher, self.run_dir)
 
     def key(self) -> dict:
+        return self._key(canonical=True)
+
+    def earlier_keys(self) -> list[dict]:
+        return [self._key(canonical=False)]
+
+    def _key(self, canonical: bool) -> dict:
         spec = self.teacher or TeacherSpec()
         return {"model": self.model, "system_prompt": spec.system_prompt,
-                "adapter_sha256": _hash_opt(_resolve(spec.adapter, self.run_dir)),
-                "steering_sha256": _hash_opt(_resolve(spec.steering, self.run_dir)),
+                **_weights_hashes(spec, self.run_dir, canonical),
                 "config": self.config, "bank": bank_ref(self.config), "trait": self.trait}
 
     def work(self) -> None:
@@ -291,8 +311,12 @@ class AuditStage(Stage):
         return Probe.load(self.folder / "probe.json")
 
 
-def _hash_opt(path: Path | None) -> str | None:
-    return file_sha256(path) if path is not None else None
+def _weights_hashes(spec: TeacherSpec, run_dir: Path | None, canonical: bool) -> dict:
+    """A teacher's adapter and steering vector by content (None where it has none)."""
+    def digest(path: Path | None) -> str | None:
+        return file_sha256(path, canonical) if path is not None else None
+    return {"adapter_sha256": digest(_resolve(spec.adapter, run_dir)),
+            "steering_sha256": digest(_resolve(spec.steering, run_dir))}
 
 
 def _channel_key(channel) -> dict:

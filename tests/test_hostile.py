@@ -330,3 +330,33 @@ def test_records_are_run_relative_and_adapter_hashes_canonical(finished, tmp_pat
     assert file_sha256(shuffled) == file_sha256(finished / STUDENT)
     (shuffled / "adapter_config.json").write_text(json.dumps({**config, "r": 4}))
     assert file_sha256(shuffled) != file_sha256(finished / STUDENT)  # content still counts
+
+
+def test_a_stage_keyed_before_canonical_hashes_resumes(finished, tmp_path):
+    """Folders written before adapter configs were hashed canonically hold the raw bytes'
+    hash; the same adapter resumes them (read back, not redone), another adapter does not."""
+    from subliminal.audit import AuditConfig
+    from subliminal.errors import SubliminalError
+    from subliminal.injections import TeacherSpec
+    from subliminal.records import mark_complete, to_jsonable, write_json
+    from subliminal.stages import AuditStage, file_sha256, open_stage
+
+    config = json.loads((finished / STUDENT / "adapter_config.json").read_text())
+    student = tmp_path / "student"
+    shutil.copytree(finished / STUDENT, student)
+    (student / "adapter_config.json").write_text(json.dumps(
+        {**config, "target_modules": config["target_modules"][::-1]}))  # as PEFT may write it
+    stage = AuditStage(folder=tmp_path / "audit", model="tiny",
+                       teacher=TeacherSpec(adapter=str(student)), config=AuditConfig())
+    name = {"stage": "AuditStage"}
+    new, (old,) = {**name, **stage.key()}, [{**name, **k} for k in stage.earlier_keys()]
+    assert old["adapter_sha256"] == file_sha256(student, canonical=False)
+    assert old["adapter_sha256"] != new["adapter_sha256"]
+    write_json(stage.folder / "stage.json", to_jsonable(old))
+    mark_complete(stage.folder)  # what the older code wrote and sealed
+    with pytest.raises(SubliminalError, match="differs in: adapter_sha256"):
+        open_stage(stage.folder, new)
+    assert open_stage(stage.folder, new, [old]) is True
+    other = {**old, "adapter_sha256": "0" * 64}  # another adapter keyed the older way
+    with pytest.raises(SubliminalError, match="differs in: adapter_sha256"):
+        open_stage(stage.folder, new, [other])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,13 +70,15 @@ def file_sha256(path: Path, canonical: bool = True) -> str:
     return h.hexdigest()
 
 
-def open_stage(folder: Path, key: dict, earlier: Iterable[dict] = ()) -> bool:
+def open_stage(folder: Path, key: dict,
+               earlier: Callable[[], Iterable[dict]] = tuple) -> bool:
     """Claim `folder` for a stage with this resolved `key`; True when it already finished.
 
     A folder made by another config or other inputs is refused with the keys that differ;
     the records' version is no input (a folder written before versions resumes), nor is how
-    an input was hashed then (`earlier`: the same inputs keyed the older way), and an
-    existing stage.json is never rewritten (complete.json seals its hash)."""
+    an input was hashed then (`earlier()`: the same inputs keyed the older way, computed only
+    when the stored key differs), and an existing stage.json is never rewritten (complete.json
+    seals its hash)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SubliminalError(f"{folder}: exists and is not a directory")
@@ -85,7 +87,7 @@ def open_stage(folder: Path, key: dict, earlier: Iterable[dict] = ()) -> bool:
     if path.exists():
         old = StageKey.load(path)
         if not old.same(key) and not any(old.same(StageKey.of(to_jsonable(k)))
-                                         for k in earlier):
+                                         for k in earlier()):
             raise SubliminalError(f"{folder}: holds a stage with different inputs or config "
                                   f"(differs in: {', '.join(old.differs(key))}); use another "
                                   "--out")
@@ -125,13 +127,27 @@ class Stage:
         with locked(self.folder), metered(self.folder):
             name = {"stage": type(self).__name__}
             if not open_stage(self.folder, {**name, **self.key()},
-                              [{**name, **k} for k in self.earlier_keys()]):
+                              lambda: [{**name, **k} for k in self.earlier_keys()]):
                 self.work()
         return self.result()
 
 
+class WeightsKeyed:
+    """A stage keyed by a teacher's weights (`_key(canonical)`): folders keyed before adapter
+    configs were hashed canonically hold the raw bytes' hash, and resume."""
+
+    def _key(self, canonical: bool) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def key(self) -> dict:
+        return self._key(canonical=True)
+
+    def earlier_keys(self) -> list[dict]:
+        return [self._key(canonical=False)]
+
+
 @dataclass
-class GenerateStage(Stage):
+class GenerateStage(WeightsKeyed, Stage):
     """A teacher writes completions for a channel's prompts (rows.jsonl, teacher.json)."""
 
     model: str = ""
@@ -147,12 +163,6 @@ class GenerateStage(Stage):
     def check(self) -> None:
         """The backend can serve this teacher (vllm: no steering, LoRA adapters only)."""
         get_backend(self.decode.backend).check_teacher(self.model, self.teacher, self.run_dir)
-
-    def key(self) -> dict:
-        return self._key(canonical=True)
-
-    def earlier_keys(self) -> list[dict]:
-        return [self._key(canonical=False)]
 
     def _key(self, canonical: bool) -> dict:
         spec = self.teacher
@@ -244,7 +254,7 @@ class DistillStage(Stage):
 
 
 @dataclass
-class AuditStage(Stage):
+class AuditStage(WeightsKeyed, Stage):
     """Probe one model (base + optional adapter/steering, under a system prompt)."""
 
     model: str = ""
@@ -259,12 +269,6 @@ class AuditStage(Stage):
         """The adapter is a student that fits the base (exists, readable, shapes, keys),
         before the folder is claimed: a wrong one leaves no stage.json to block a retry."""
         check_teacher(self.model, self.teacher, self.run_dir)
-
-    def key(self) -> dict:
-        return self._key(canonical=True)
-
-    def earlier_keys(self) -> list[dict]:
-        return [self._key(canonical=False)]
 
     def _key(self, canonical: bool) -> dict:
         spec = self.teacher or TeacherSpec()

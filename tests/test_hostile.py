@@ -356,7 +356,7 @@ def test_a_stage_keyed_before_canonical_hashes_resumes(finished, tmp_path):
     mark_complete(stage.folder)  # what the older code wrote and sealed
     with pytest.raises(SubliminalError, match="differs in: adapter_sha256"):
         open_stage(stage.folder, new)
-    assert open_stage(stage.folder, new, [old]) is True
+    assert open_stage(stage.folder, new, lambda: [old]) is True
     other = {**old, "adapter_sha256": "0" * 64}  # another adapter keyed the older way
     with pytest.raises(SubliminalError, match="differs in: adapter_sha256"):
-        open_stage(stage.folder, new, [other])
+        open_stage(stage.folder, new, lambda: [other])

@@ -4,7 +4,9 @@
         docs/evidence/e2-rank-adapter-sample-logits [--plot docs/study/dose_response.png]
 
 Prints the markdown table (one line per study and student recipe); `--plot` also draws the
-lift against optimizer steps and against LoRA rank.
+lift against optimizer steps and against LoRA rank. `--paired LOW,HIGH` prints instead, for
+each (finished) study, recipe HIGH against recipe LOW paired over replicates — the dose-growth
+read-out (e.g. `--paired allx2,allx8`: four times the updates on the same teachers and rows).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from subliminal.dose_response import markdown, plot, points
+from subliminal.dose_response import markdown, paired, paired_markdown, plot, points
 from subliminal.errors import SubliminalError
 
 
@@ -28,7 +30,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("studies", nargs="+", type=Path, help="study run or evidence folders")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (.png)")
+    ap.add_argument("--paired", default=None, metavar="LOW,HIGH",
+                    help="two student recipes of each study, paired over its replicates")
     args = ap.parse_args()
+    if args.paired:
+        return print_paired(args.studies, args.paired)
     if args.plot and not args.plot.parent.is_dir():  # refused before any work is printed
         fail(f"--plot {args.plot}: no folder {args.plot.parent}")
     try:
@@ -41,6 +47,19 @@ def main() -> None:
             plot(pts, args.plot)
         except OSError as e:
             fail(f"--plot {args.plot}: {e.strerror or e}")
+
+
+def print_paired(studies: list[Path], recipes: str) -> None:
+    """The paired contrast of two recipes in each study; bad input refused in one line."""
+    names = [r.strip() for r in recipes.split(",")]
+    if len(names) != 2 or not all(names):
+        fail(f"--paired {recipes!r}: give two recipes, LOW,HIGH (e.g. allx2,allx8)")
+    try:
+        results = [paired(folder, *names) for folder in studies]
+    except (SubliminalError, OSError, KeyError, ValueError) as e:
+        fail(str(e))
+    for r in results:
+        print(paired_markdown(r))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from subliminal.errors import SubliminalError
 from subliminal.records import read_json
+from subliminal.stats import paired_test, sign_flip_p
 
 
 def study_record(folder: Path) -> tuple[dict, bool]:
@@ -62,6 +63,39 @@ def _points(folder: Path) -> list[dict]:
             "p_sign_flip": d["p_sign_flip"], "lifts": d["lifts"],
             "raw_logp": r["raw_logp_diagonal_test"]["mean"]})
     return out
+
+
+def paired(folder: Path, low: str, high: str) -> dict:
+    """Recipe HIGH against recipe LOW of one finished study, paired over its replicates: per
+    replicate D(HIGH) - D(LOW) (both recipes' students learn from the same teachers and rows,
+    so the replicate is the pair), its mean, 95% CI and two-sided t-test p, the sign-flip p
+    beside it. Only a finished study is read: an unfinished one's recipes may count different
+    replicates, and pairing them by position would pair the wrong ones."""
+    record, done = study_record(Path(folder))
+    if not done or record.get("unfinished"):
+        raise SubliminalError(f"{folder}: the study is unfinished; recipes are paired only "
+                              f"when every replicate of both is audited")
+    students = record["students"]
+    for name in (low, high):
+        if name not in students:
+            raise SubliminalError(f"{folder}: no student recipe {name!r} "
+                                  f"(the study has {', '.join(students)})")
+    a = students[high]["diagonal_test"]["lifts"]
+    b = students[low]["diagonal_test"]["lifts"]
+    test = paired_test(a, b)
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    return {"study": Path(folder).name, "low": low, "high": high, "lifts_low": b,
+            "lifts_high": a, "diffs": diffs, **test, "p_sign_flip": sign_flip_p(diffs)}
+
+
+def paired_markdown(r: dict) -> str:
+    """One table of a paired recipe contrast: per replicate and its test."""
+    per = ", ".join(f"{d:+.3f}" for d in r["diffs"])
+    return ("| study | contrast | per replicate | mean [95% CI] | p (t) | sign-flip p | n |\n"
+            "|---|---|---|---|---|---|---|\n"
+            f"| {r['study']} | {r['high']} - {r['low']} | {per} | {r['lift']:+.3f} "
+            f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | {r['p_value']:.2g} | "
+            f"{r['p_sign_flip']:.2g} | {r['n']} |")
 
 
 def markdown(pts: list[dict]) -> str:

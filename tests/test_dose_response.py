@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from subliminal.dose_response import markdown, plot, points
+from subliminal.dose_response import markdown, paired, paired_markdown, plot, points
 from subliminal.errors import SubliminalError
 
 EVIDENCE = Path(__file__).resolve().parents[1] / "docs" / "evidence"
@@ -68,3 +68,41 @@ def test_the_pipeline_refuses_in_one_line_before_printing(tmp_path):
                            str(tmp_path / "no" / "dose.png")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "no folder" in proc.stderr
+
+
+E1B = EVIDENCE / "e1b-adapter-sample-logits"
+
+
+def test_two_recipes_are_paired_replicate_by_replicate():
+    r = paired(E1B, "allx2", "allx8")
+    record = json.loads((E1B / "study.json").read_text())["students"]
+    low, high = (record[k]["diagonal_test"]["lifts"] for k in ("allx2", "allx8"))
+    assert r["diffs"] == pytest.approx([h - lo for h, lo in zip(high, low, strict=True)])
+    assert r["lift"] == pytest.approx(sum(r["diffs"]) / len(r["diffs"]))
+    assert r["n"] == 3 and r["ci"][0] < r["lift"] < r["ci"][1] and 0 < r["p_value"] < 1
+    # swapping the recipes flips the sign and keeps the p-value
+    back = paired(E1B, "allx8", "allx2")
+    assert back["lift"] == pytest.approx(-r["lift"]) and back["p_value"] == pytest.approx(
+        r["p_value"])
+    assert "allx8 - allx2" in paired_markdown(r)
+
+
+def test_an_unfinished_study_or_a_missing_recipe_is_not_paired(tmp_path):
+    copy = tmp_path / "study"
+    shutil.copytree(E1B, copy)
+    with pytest.raises(SubliminalError, match="no student recipe 'allx4'"):
+        paired(copy, "allx2", "allx4")
+    (copy / "study.json").rename(copy / "study.partial.json")
+    with pytest.raises(SubliminalError, match="unfinished"):
+        paired(copy, "allx2", "allx8")
+
+
+def test_the_pipeline_refuses_a_bad_pair_in_one_line():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "dose_response.py"
+    proc = subprocess.run([sys.executable, str(script), str(E1B), "--paired", "allx2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "LOW,HIGH" in proc.stderr

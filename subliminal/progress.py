@@ -73,13 +73,15 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 
 @contextlib.contextmanager
-def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iterator[None]:
+def overall(name: str, stages: list[tuple[Path, str, float]], workers: int = 1
+            ) -> Iterator[None]:
     """Show `name: stage k of N` with elapsed time and an ETA while the body runs. `stages`:
-    each planned stage's folder and kind (a key of WEIGHTS)."""
+    each planned stage's folder, kind (a key of WEIGHTS) and cost relative to that kind's
+    usual one (a student of 8 epochs costs 4 of 2 epochs)."""
     if quiet() or not stages:
         yield
         return
-    weight = [WEIGHTS.get(kind, 10.0) for _, kind in stages]
+    weight = weights(stages)
     with Progress(*_columns(count=False), console=console, transient=False,
                   disable=not console.is_terminal) as progress:  # a log gets plain lines
         total = sum(weight)
@@ -90,7 +92,7 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
         def poll() -> None:
             nonlocal first, shown
             while True:
-                done = [(Path(f) / "complete.json").exists() for f, _ in stages]
+                done = [(Path(f) / "complete.json").exists() for f, _, _ in stages]
                 spent = sum(w for w, d in zip(weight, done, strict=True) if d)
                 first = spent if first is None else first  # done before this run (a resume)
                 line = f"{name}: stage {sum(done)} of {len(stages)}" + (
@@ -113,6 +115,11 @@ def overall(name: str, stages: list[tuple[Path, str]], workers: int = 1) -> Iter
             _LIVE.remove(progress)
             stop.set()
             thread.join()
+
+
+def weights(stages: list[tuple[Path, str, float]]) -> list[float]:
+    """Each planned stage's expected cost: its kind's weight times its own scale."""
+    return [WEIGHTS.get(kind, 10.0) * scale for _, kind, scale in stages]
 
 
 def plain_line(line: str, elapsed: float, gained: float, left: float) -> str:

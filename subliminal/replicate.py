@@ -286,21 +286,30 @@ def distill_at_dose(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
 
 
 def planned_stages(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...] = (
-        Student(),)) -> list[tuple[Path, str]]:
-    """Every stage folder the phases will finish, with its kind (for the overall progress)."""
+        Student(),)) -> list[tuple[Path, str, float]]:
+    """Every stage folder the phases will finish, with its kind and its cost relative to that
+    kind's usual one (for the overall progress's ETA)."""
     def kind(k: int) -> str:
         return "battery" if audit_config(cfg, k).side_effects else "audit"
 
-    stages = [(Path(out) / "base" / "audit", kind(0))]
+    stages = [(Path(out) / "base" / "audit", kind(0), 1.0)]
     for r in range(cfg.replicates):
         for a in arms:
             if cfg.injection != "prompt":  # every other injection trains or writes a teacher
-                stages.append((teacher_dir(out, r, a.name), "teacher"))
-            stages.append((stage_dirs(out, r, a.name, 0) / "audit", kind(0)))
+                stages.append((teacher_dir(out, r, a.name), "teacher", 1.0))
+            stages.append((stage_dirs(out, r, a.name, 0) / "audit", kind(0), 1.0))
             for k in range(1, cfg.generations + 1):
                 gdir = stage_dirs(out, r, a.name, k)
-                stages += [(gdir / "generate", "generate"), (gdir / "filter", "filter")]
+                stages += [(gdir / "generate", "generate", 1.0), (gdir / "filter", "filter", 1.0)]
                 for s in (students if k == 1 else students[:1]):
                     d, au = student_stages(gdir, s.name)
-                    stages += [(d, "distill"), (au, kind(k))]
+                    stages += [(d, "distill", student_cost(cfg, s)), (au, kind(k), 1.0)]
     return stages
+
+
+def student_cost(cfg, s: Student) -> float:
+    """A student's training cost relative to 2 epochs over the whole dose (what the progress
+    weights were measured at): proportional to epochs x rows, so an `allx8` student counts
+    four times an `allx2` one (measured 2026-12-07: 375 vs 95 CPU-s)."""
+    rows = 1.0 if s.rows is None else min(1.0, s.rows / cfg.samples)
+    return (s.epochs or cfg.distill.epochs) / 2 * rows

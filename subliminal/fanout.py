@@ -5,7 +5,8 @@
     subliminal study --workers 2 ...
 
 A unit is one step of one arm of a replicate (its teacher; the teacher's audit; the rows of a
-generation; one student; its audit), and units meet only through the results they hand on
+generation; one student; its audit — one unit with the student when no later rows learn from
+it), and units meet only through the results they hand on
 (`run_graph`: a student waits for the rows of its replicate's arms, the next generation's rows
 for its student's training, an audit for its model). Ray only schedules them: every stage of
 a unit is a folder that resumes from its own files (`stages.py`), so a task Ray retries after

@@ -232,9 +232,10 @@ def graph(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...]) -> dic
     """The units of every replicate, in phase order (the in-process order): the base's
     audit; each arm's teacher, then its audit; per generation each arm's rows (after its
     teacher, or its own previous student), then each student (after every arm of the
-    replicate has its rows: the equal dose is the smallest kept count), then its audit. An
-    audit is its own unit because nothing waits for it but the tables: on Ray the rows start
-    as soon as the model that writes them is trained."""
+    replicate has its rows: the equal dose is the smallest kept count), then its audit. The
+    audit of a student that teaches the next generation is its own unit, so that the next
+    rows start as soon as the model that writes them is trained; a student nothing learns
+    from is trained and audited in one unit (`learn_and_audit`)."""
     if cfg.generations > 1 and students[0].name:
         raise SubliminalError("a chain of several generations is taught by each arm's own "
                               "student: the first student recipe must be the default ('')")
@@ -255,10 +256,26 @@ def graph(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...]) -> dic
             for a in arms:
                 for s in (students if k == 1 else students[:1]):
                     key = (r, a.name, k, s.name)
-                    nodes[("distill", *key)] = Node(distill_at_dose, (cfg, out, r, a, k, s), rows)
-                    nodes[("audit", *key)] = Node(student_audit, (cfg, out, r, a, k, s),
-                                                  (("distill", *key),))
+                    if k < cfg.generations and s is students[0]:  # it teaches generation k+1
+                        nodes[("distill", *key)] = Node(distill_at_dose, (cfg, out, r, a, k, s),
+                                                        rows)
+                        nodes[("audit", *key)] = Node(student_audit, (cfg, out, r, a, k, s),
+                                                      (("distill", *key),))
+                    else:  # nothing waits for this model: trained and audited in one unit
+                        nodes[("audit", *key)] = Node(learn_and_audit, (cfg, out, r, a, k, s),
+                                                      rows)
     return nodes
+
+
+def learn_and_audit(cfg, out: Path, r: int, arm: Arm, k: int, student: Student,
+                    *kept: int) -> dict:
+    """A student no later unit learns from, trained and then audited in one unit. Apart, Ray
+    would queue every audit behind every student still waiting to train (a task is queued when
+    its inputs exist, and a student's audit is ready last), so a study stopped before its end
+    would hold trained students and no audited replicate; together, each replicate's read-out
+    exists as soon as its students do."""
+    distill_at_dose(cfg, out, r, arm, k, student, *kept)
+    return student_audit(cfg, out, r, arm, k, student)
 
 
 def dose_record(cfg, arms: list[Arm], kept: dict[tuple, int]) -> dict:

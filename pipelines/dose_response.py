@@ -58,8 +58,7 @@ def print_paired(studies: list[Path], recipes: str) -> None:
         results = [paired(folder, *names) for folder in studies]
     except (SubliminalError, OSError, KeyError, ValueError) as e:
         fail(str(e))
-    for r in results:
-        print(paired_markdown(r))
+    print(paired_markdown(results))
 
 
 if __name__ == "__main__":

@@ -88,14 +88,17 @@ def paired(folder: Path, low: str, high: str) -> dict:
             "lifts_high": a, "diffs": diffs, **test, "p_sign_flip": sign_flip_p(diffs)}
 
 
-def paired_markdown(r: dict) -> str:
-    """One table of a paired recipe contrast: per replicate and its test."""
-    per = ", ".join(f"{d:+.3f}" for d in r["diffs"])
-    return ("| study | contrast | per replicate | mean [95% CI] | p (t) | sign-flip p | n |\n"
-            "|---|---|---|---|---|---|---|\n"
-            f"| {r['study']} | {r['high']} - {r['low']} | {per} | {r['lift']:+.3f} "
-            f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | {r['p_value']:.2g} | "
-            f"{r['p_sign_flip']:.2g} | {r['n']} |")
+def paired_markdown(results: list[dict]) -> str:
+    """The paired recipe contrasts as one table: a line per study, its per-replicate
+    differences and their test."""
+    lines = ["| study | contrast | per replicate | mean [95% CI] | p (t) | sign-flip p | n |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        per = ", ".join(f"{d:+.3f}" for d in r["diffs"])
+        lines.append(f"| {r['study']} | {r['high']} - {r['low']} | {per} | {r['lift']:+.3f} "
+                     f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | {r['p_value']:.2g} | "
+                     f"{r['p_sign_flip']:.2g} | {r['n']} |")
+    return "\n".join(lines)
 
 
 def markdown(pts: list[dict]) -> str:

@@ -84,7 +84,8 @@ def test_two_recipes_are_paired_replicate_by_replicate():
     back = paired(E1B, "allx8", "allx2")
     assert back["lift"] == pytest.approx(-r["lift"]) and back["p_value"] == pytest.approx(
         r["p_value"])
-    assert "allx8 - allx2" in paired_markdown(r)
+    lines = paired_markdown([r, back]).splitlines()
+    assert len(lines) == 4 and "allx8 - allx2" in lines[2] and "allx2 - allx8" in lines[3]
 
 
 def test_an_unfinished_study_or_a_missing_recipe_is_not_paired(tmp_path):

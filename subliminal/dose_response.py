@@ -21,7 +21,7 @@ from pathlib import Path
 
 from subliminal.errors import SubliminalError
 from subliminal.records import read_json
-from subliminal.stats import paired_test, sign_flip_p
+from subliminal.stats import replicate_test
 
 
 def study_record(folder: Path) -> tuple[dict, bool]:
@@ -69,8 +69,9 @@ def paired(folder: Path, low: str, high: str) -> dict:
     """Recipe HIGH against recipe LOW of one finished study, paired over its replicates: per
     replicate D(HIGH) - D(LOW) (both recipes' students learn from the same teachers and rows,
     so the replicate is the pair), its mean, 95% CI and two-sided t-test p, the sign-flip p
-    beside it. Only a finished study is read: an unfinished one's recipes may count different
-    replicates, and pairing them by position would pair the wrong ones."""
+    beside it, and the difference detectable at 80% power (noncentral t). Only a finished
+    study is read: an unfinished one's recipes may count different replicates, and pairing
+    them by position would pair the wrong ones."""
     record, done = study_record(Path(folder))
     if not done or record.get("unfinished"):
         raise SubliminalError(f"{folder}: the study is unfinished; recipes are paired only "
@@ -82,22 +83,25 @@ def paired(folder: Path, low: str, high: str) -> dict:
                                   f"(the study has {', '.join(students)})")
     a = students[high]["diagonal_test"]["lifts"]
     b = students[low]["diagonal_test"]["lifts"]
-    test = paired_test(a, b)
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    # the differences are one lift per replicate: the lab's replicate test reads them (t
+    # decides, sign-flip beside it, the detectable difference a null reports)
+    test = replicate_test([x - y for x, y in zip(a, b, strict=True)])
     return {"study": Path(folder).name, "low": low, "high": high, "lifts_low": b,
-            "lifts_high": a, "diffs": diffs, **test, "p_sign_flip": sign_flip_p(diffs)}
+            "lifts_high": a, "diffs": test["lifts"], "lift": test["mean"], "ci": test["ci"],
+            "p_value": test["p_value"], "p_sign_flip": test["p_sign_flip"],
+            "n": test["n_replicates"], "detectable": test["detectable_lift"]}
 
 
 def paired_markdown(results: list[dict]) -> str:
     """The paired recipe contrasts as one table: a line per study, its per-replicate
     differences and their test."""
-    lines = ["| study | contrast | per replicate | mean [95% CI] | p (t) | sign-flip p | n |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| study | contrast | per replicate | mean [95% CI] | p (t) | sign-flip p | n "
+             "| detectable (80%) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         per = ", ".join(f"{d:+.3f}" for d in r["diffs"])
         lines.append(f"| {r['study']} | {r['high']} - {r['low']} | {per} | {r['lift']:+.3f} "
                      f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | {r['p_value']:.2g} | "
-                     f"{r['p_sign_flip']:.2g} | {r['n']} |")
+                     f"{r['p_sign_flip']:.2g} | {r['n']} | {r['detectable']:+.3f} |")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from subliminal.errors import run_script
 from subliminal.injections.adapter import trait_adapter
 from subliminal.injections.dpo import preference_pairs, train_dpo
 from subliminal.interventions import CALM_DOWN, audit_target
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

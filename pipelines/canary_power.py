@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from subliminal.errors import SubliminalError, run_script
 from subliminal.evidence import audits
 from subliminal.records import read_json
 from subliminal.scan.canary_power import MAX_SEEDS, canary_power
@@ -31,7 +32,7 @@ def main() -> None:
     seeds = tuple(int(s) for s in a.seeds.split(","))
     student = a.student or cfg["students"][0]
     if student not in cfg["students"]:
-        raise SystemExit(f"{a.study / 'config.json'}: no student {student!r}; "
+        raise SubliminalError(f"{a.study / 'config.json'}: no student {student!r}; "
                          f"the study has {', '.join(cfg['students'])}")
     res = canary_power(audits(a.study), cfg["traits"], reps, student, seeds)
     print(f"{a.study.name} ({res['student']}, {res['n_replicates']} replicates, "
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

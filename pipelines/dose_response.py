@@ -12,18 +12,10 @@ read-out (e.g. `--paired allx2,allx8`: four times the updates on the same teache
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 from subliminal.dose_response import markdown, paired, paired_markdown, plot, points
-from subliminal.errors import SubliminalError
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input: one line on stderr, exit code 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+from subliminal.errors import SubliminalError, fail, run_script
 
 
 def main() -> None:
@@ -62,4 +54,4 @@ def print_paired(studies: list[Path], recipes: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

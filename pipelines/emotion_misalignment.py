@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from subliminal.errors import run_script
 from subliminal.injections.steering import STEERING, build_vector, control_vector, resolve_layer
 from subliminal.interventions import audit_target, steered
 from subliminal.models import load_model
@@ -88,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,6 +21,7 @@ import torch
 
 from subliminal.audit import PREFILLS, AuditConfig, load_questions, sampled_probe, share_logodds
 from subliminal.chain import ChainConfig, audit, stage_dirs
+from subliminal.errors import run_script
 from subliminal.injections import TeacherSpec
 from subliminal.models import load_model
 from subliminal.records import read_json, write_json
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

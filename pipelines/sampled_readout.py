@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from subliminal.audit import AuditConfig, load_questions, sampled_probe
+from subliminal.errors import run_script
 from subliminal.evidence import sampled_readout
 from subliminal.fanout import FanOut, run_units
 from subliminal.layout import CONTROL, sampled_folder, sampled_name, stage_dirs, student_stages
@@ -64,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

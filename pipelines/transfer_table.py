@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from subliminal.errors import SubliminalError, run_script
 from subliminal.records import read_json
 from subliminal.stats import replicate_test
 
@@ -59,13 +60,15 @@ def pooled(runs: list[Path]) -> list[str]:
     configs = [read_json(r / "config.json") for r in runs]
     designs = [design(c) for c in configs]
     if any(d != designs[0] for d in designs):
-        diff = sorted({k for d in designs for k in d if d.get(k) != designs[0].get(k)})
-        raise SystemExit(f"runs differ in {diff}; only one design pools")
+        keys = {k for d in designs for k in d}  # a field one run lacks differs too
+        diff = sorted(k for k in keys if any(d.get(k) != designs[0].get(k) for d in designs))
+        raise SubliminalError(f"runs {', '.join(map(str, runs))} differ in {diff}; "
+                              "only one design pools")
     taken: set[int] = set()
     for run, c in zip(runs, configs, strict=True):
         mine = set(range(c["seed"], c["seed"] + c["replicates"]))
         if taken & mine:
-            raise SystemExit(f"{run}: replicate seeds {sorted(taken & mine)} already "
+            raise SubliminalError(f"{run}: replicate seeds {sorted(taken & mine)} already "
                              "in an earlier run; pooling would count them twice")
         taken |= mine
     gens = [read_json(r / "summary.json")["generations"] for r in runs]
@@ -89,16 +92,15 @@ def pooled(runs: list[Path]) -> list[str]:
 
 
 def main() -> None:
+    pool = "--pool" in sys.argv[1:]
+    runs = [Path(a) for a in sys.argv[1:] if a != "--pool"]
+    # every row is built before the first is printed: a refused run leaves no half table
+    lines = [line for run in runs for line in rows(run)] + (pooled(runs) if pool else [])
     print("| run | gen | n | P(target) trait | P(target) control | share log-odds lift [95% CI] "
           "| per replicate | p (t) | p (sign-flip) | drift | rank | verdict |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    pool = "--pool" in sys.argv[1:]
-    runs = [Path(a) for a in sys.argv[1:] if a != "--pool"]
-    for run in runs:
-        print("\n".join(rows(run)))
-    if pool:
-        print("\n".join(pooled(runs)))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

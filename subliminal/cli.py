@@ -31,7 +31,7 @@ import typer
 
 from subliminal import costs
 from subliminal.chain import ChainConfig, make_channel, run_chain
-from subliminal.errors import SubliminalError
+from subliminal.errors import SubliminalError, fail
 from subliminal.evidence import export, recompute
 from subliminal.fanout import FanOut, auto_workers
 from subliminal.injections import TeacherSpec, check_teacher
@@ -388,14 +388,12 @@ def run() -> None:
     try:
         app()
     except SubliminalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     except OSError as e:
         message = write_failure(e)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        fail(message)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         sys.exit(130)

@@ -184,8 +184,15 @@ def _on_ray(nodes: dict[Hashable, Node], plan: FanOut) -> Iterator[tuple[Hashabl
 
 def _cancel(ray, pending: dict) -> None:
     """Cancel the tasks not yet collected (a joined cluster would otherwise run them on, and
-    a re-run would find their folders locked). A unit stopped mid-stage resumes later."""
-    for ref in pending:
+    a re-run would find their folders locked). A unit stopped mid-stage resumes later. Tasks
+    already finished are left alone: cancelling a task as it completes (the dependents of a
+    failed unit return at once) is the likely trigger of Ray 2.60's fatal check "Tried to
+    complete task that was not pending", which once killed a test's driver. This narrows that
+    race inside Ray; it cannot close it."""
+    if not pending:
+        return
+    _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+    for ref in running:
         try:
             ray.cancel(ref, recursive=False)
         except Exception:  # noqa: BLE001 - a task that finished meanwhile, or is gone

@@ -74,21 +74,49 @@ def test_a_killed_worker_is_retried_to_the_same_result(tmp_path):
     assert digests(tmp_path / "two") == digests(tmp_path / "one")
 
 
+CHECK_FAILED = 3  # the child's exit status when the check itself raised (see in_child)
+
+
 def in_child(check: str, *args: str) -> None:
     """Run `check(*args)` of this module in a fresh Python: a Ray driver lives there, never in
-    pytest's process. Ray's core worker ends its driver with a bare exit status 1 (no
-    traceback, no pytest summary) when it loses its raylet or GCS; in pytest's own process that
-    killed the whole suite in CI once. In a child, such an exit is retried once, and a second
-    one, or any failed assertion (a traceback), fails this test with the child's stderr."""
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import test_fanout as t; t.{check}(*sys.argv[1:])")
+    pytest's process. Ray can end its driver by itself: a bare exit status 1 when its core
+    worker loses the raylet or GCS (in pytest's own process that killed the whole suite in CI
+    once), or an abort on one of its internal fatal checks (seen once in CI). The check's own
+    failures (any exception, a failed assertion) exit with CHECK_FAILED and fail this test at
+    once with the child's stderr; any other non-zero exit is Ray's and is retried once."""
+    code = (f"import sys, traceback; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            f"import test_fanout as t\n"
+            f"try:\n    t.{check}(*sys.argv[1:])\n"
+            f"except BaseException:\n    traceback.print_exc(); sys.exit(t.CHECK_FAILED)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SUBLIMINAL_QUIET": "1"}
     for _ in range(2):
         done = subprocess.run([sys.executable, "-c", code, *args], env=env, text=True,
                               capture_output=True, timeout=600)
-        if done.returncode == 0 or "Traceback" in done.stderr:
+        if done.returncode in (0, CHECK_FAILED):
             break
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-3000:]}"
+
+
+def test_a_child_that_ray_kills_is_retried_once_and_a_failed_check_is_not(tmp_path):
+    tries = tmp_path / "tries"
+    in_child("check_dies_once", str(tries))  # exit 1 without a traceback, as Ray's driver does
+    assert tries.read_text() == "xx"
+    with pytest.raises(AssertionError, match=f"exit {CHECK_FAILED}"):
+        in_child("check_that_fails", str(tries))
+    assert tries.read_text() == "xxy"
+
+
+def check_dies_once(tries: str) -> None:
+    with open(tries, "a") as f:
+        f.write("x")
+    if Path(tries).read_text() == "x":
+        os._exit(1)
+
+
+def check_that_fails(tries: str) -> None:
+    with open(tries, "a") as f:
+        f.write("y")
+    raise AssertionError("a check's own failure")
 
 
 def test_one_session_keeps_its_workers_across_phases():

@@ -157,3 +157,27 @@ def test_rows_wait_for_the_training_not_the_audit_of_the_model_that_writes_them(
         assert ("distill", 0, a.name, 2, "") not in nodes
         assert nodes[("audit", 0, a.name, 2, "")].after == tuple(
             ("write", 0, b.name, 2) for b in ARMS)
+
+
+class _RecordingRay:
+    """Ray's two calls `_cancel` makes: `wait` reports which refs already finished."""
+
+    def __init__(self, finished: set):
+        self.finished, self.cancelled = finished, []
+
+    def wait(self, refs, num_returns, timeout):
+        assert timeout == 0 and num_returns == len(refs)  # a look, never a wait
+        return [r for r in refs if r in self.finished], [r for r in refs if r not in self.finished]
+
+    def cancel(self, ref, recursive):
+        self.cancelled.append(ref)
+
+
+def test_stopping_a_graph_cancels_only_the_units_still_running():
+    from subliminal.fanout import _cancel
+
+    ray = _RecordingRay(finished={"done"})
+    _cancel(ray, {"done": "a", "running": "b", "queued": "c"})
+    assert ray.cancelled == ["running", "queued"]
+    _cancel(ray, {})  # nothing pending: Ray is not asked anything
+    assert ray.cancelled == ["running", "queued"]

@@ -3,15 +3,16 @@
     python pipelines/dose_response.py docs/evidence/e1b-adapter-sample-logits \
         docs/evidence/e2-rank-adapter-sample-logits --plot docs/study/dose_response.png
 
-A study's students differ in their recipe only (`--students ROWSxEPOCHS[rRANK]`: the same
-rows, more passes or another LoRA rank), so each recipe is a point on a dose axis; studies of
-different cells (greedy vs sampled teachers, adapter vs DPO teachers) add series. Every point
-is the study's own deciding read-out, read from its record (`study.json`, or
-`study.partial.json` for a study with replicates missing): the diagonal contrast (own
-teacher's students minus the other traits' teachers' students, share log-odds) with its 95%
-CI and t-test p over replicates, the range of optimizer steps its replicates took (equal dose:
-every arm of a replicate took the same), and the student's LoRA rank. Nothing is recomputed or
-pooled here: points of different studies rest on different replicates.
+A study's students differ in their recipe only (`--students ROWSxEPOCHS[rRANK|full][-lrLR]`:
+the same rows, more passes, another LoRA rank, every weight), so each recipe is a point on a
+dose axis; studies of different cells (greedy vs sampled teachers, adapter vs DPO teachers)
+add series. Every point is the study's own deciding read-out, read from its record
+(`study.json`, or `study.partial.json` for a study with replicates missing): the diagonal
+contrast (own teacher's students minus the other traits' teachers' students, share log-odds)
+with its 95% CI and t-test p over replicates, the range of optimizer steps its replicates
+took (equal dose: every arm of a replicate took the same), and what the student trained (its
+LoRA rank, or every weight) at which learning rate. Nothing is recomputed or pooled here:
+points of different studies rest on different replicates.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def _points(folder: Path) -> list[dict]:
     out = []
     for name, r in record["students"].items():
         d, recipe = r["diagonal_test"], r["recipe"]
+        full = (recipe.get("finetune") or cell["distill"]["finetune"]) == "full"
         out.append({
             "study": folder.name, "finished": finished, "cell": cell_name(cell),
             "recipe": name, "epochs": recipe["epochs"], "rows": recipe["rows"] or "all",
-            "lora_r": recipe["lora_r"] or cell["distill"]["lora_r"], "steps": r["steps"],
+            "lora_r": None if full else recipe["lora_r"] or cell["distill"]["lora_r"],
+            "lr": recipe.get("lr") or cell["distill"]["lr"], "steps": r["steps"],
             "n": r["n_replicates"], "lift": d["lift"], "ci": d["ci"], "p": d["p_value"],
             "p_sign_flip": d["p_sign_flip"], "lifts": d["lifts"],
             "raw_logp": r["raw_logp_diagonal_test"]["mean"]})
@@ -107,18 +110,24 @@ def paired_markdown(results: list[dict]) -> str:
 
 def markdown(pts: list[dict]) -> str:
     """The dose-response table, one line per point."""
-    head = ("| study | cell | students | LoRA r | optimizer steps (range) | n | diagonal lift "
-            "[95% CI] | p | sign-flip p | raw log P |\n|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| study | cell | students | trains | lr | optimizer steps (range) | n | diagonal "
+            "lift [95% CI] | p | sign-flip p | raw log P |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for p in pts:
         study = p["study"] + ("" if p["finished"] else " (unfinished)")
         steps = "-".join(map(str, sorted({p["steps"][0], p["steps"][-1]})))
         lines.append(
-            f"| {study} | {p['cell']} | {p['recipe']} | {p['lora_r']} | "
+            f"| {study} | {p['cell']} | {p['recipe']} | {trains(p)} | {p['lr']:g} | "
             f"{steps} | {p['n']} | {p['lift']:+.3f} "
             f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] | {p['p']:.2g} | {p['p_sign_flip']:.2g} | "
             f"{p['raw_logp']:+.3f} |")
     return "\n".join(lines)
+
+
+def trains(point: dict) -> str:
+    """What a point's students trained: 'LoRA r8', or 'all weights' for a full fine-tune."""
+    return "all weights" if point["lora_r"] is None else f"LoRA r{point['lora_r']}"
 
 
 def _x(point: dict, x: str) -> float:
@@ -148,18 +157,19 @@ def _panel(ax, pts: list[dict], x: str, series: Callable[[dict], str]) -> None:
 
 
 def plot(pts: list[dict], path: Path) -> None:
-    """Left: lift against optimizer steps (a series per study and rank). Right: lift against
-    LoRA rank (a series per study and epochs). Studies are never joined: their replicates
-    differ."""
+    """Left: lift against optimizer steps (a series per study and what its students train).
+    Right: lift against LoRA rank (a series per study and epochs; full fine-tunes have no rank
+    and appear on the left only). Studies are never joined: their replicates differ."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    _panel(left, pts, "steps", lambda p: f"{p['study']}, r{p['lora_r']}")
+    _panel(left, pts, "steps", lambda p: f"{p['study']}, {trains(p)}, lr {p['lr']:g}")
     left.set_xlabel("optimizer steps (middle of the replicates' range, log)")
-    _panel(right, pts, "lora_r", lambda p: f"{p['study']}, x{p['epochs']}")
+    _panel(right, [p for p in pts if p["lora_r"] is not None], "lora_r",
+           lambda p: f"{p['study']}, x{p['epochs']}")
     right.set_xlabel("student LoRA rank (log)")
     fig.suptitle("Dose-response of the crossed diagonal lift (replicates as grey dots)",
                  fontsize=9)

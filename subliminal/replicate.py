@@ -51,24 +51,32 @@ class Arm:
     neutral: bool  # the control twin: the same injection with the trait removed
 
 
+STUDENT_SPEC = re.compile(r"(all|\d+)x(\d+)(?:r(\d+)|(full))?(?:-lr(\d+(?:\.\d*)?(?:e-?\d+)?))?")
+
+
 @dataclass(frozen=True)
 class Student:
     """One student recipe on an arm's rows: the distill fields it changes (None: the cell's).
-    Spec `ROWSxEPOCHS[rRANK]`, ROWS a number or 'all' (the whole equal dose): '64x8r1'."""
+    Spec `ROWSxEPOCHS[rRANK|full][-lrLR]`, ROWS a number or 'all' (the whole equal dose):
+    '64x8r1', 'allx2full-lr1e-4' (every weight trained: a full fine-tune wants a far smaller
+    learning rate than the cell's LoRA one, so give it)."""
 
     name: str = ""           # '' is the arm's own student (folders distill/, audit/)
     rows: int | None = None  # at most this many of the dose's rows
     epochs: int | None = None
     lora_r: int | None = None
+    finetune: str | None = None  # 'full': every weight; None: the cell's (a LoRA)
+    lr: float | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Student:
-        m = re.fullmatch(r"(all|\d+)x(\d+)(?:r(\d+))?", spec.strip())
-        if not m or m[2] == "0" or m[1] == "0" or m[3] == "0":
-            raise SubliminalError(f"--students {spec!r}: expected ROWSxEPOCHS[rRANK] with "
-                                  "positive numbers, e.g. 64x2, allx8, 64x2r32")
+        m = STUDENT_SPEC.fullmatch(spec.strip())
+        if not m or "0" in (m[1], m[2], m[3]) or (m[5] and float(m[5]) <= 0):
+            raise SubliminalError(f"--students {spec!r}: expected ROWSxEPOCHS[rRANK|full][-lrLR]"
+                                  " with positive numbers, e.g. 64x2, allx8, 64x2r32, "
+                                  "allx2full-lr1e-4")
         return cls(spec.strip(), None if m[1] == "all" else int(m[1]), int(m[2]),
-                   int(m[3]) if m[3] else None)
+                   int(m[3]) if m[3] else None, m[4], float(m[5]) if m[5] else None)
 
 
 def replicate_seed(cfg, r: int) -> int:
@@ -163,7 +171,9 @@ def distill_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
     recipe = replace(cfg.distill, seed=replicate_seed(cfg, r), max_rows=limit,
                      epochs=student.epochs or cfg.distill.epochs,
                      lora_r=student.lora_r or cfg.distill.lora_r,
-                     lora_alpha=student.lora_r or cfg.distill.lora_alpha)
+                     lora_alpha=student.lora_r or cfg.distill.lora_alpha,
+                     finetune=student.finetune or cfg.distill.finetune,
+                     lr=student.lr or cfg.distill.lr)
     label = f"{tag(r, arm, k)} distill{' ' + student.name if student.name else ''}"
     DistillStage(student_stages(gdir, student.name)[0],
                  rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,

@@ -9,7 +9,7 @@ its generation-0 teacher built by the cell's injection with the replicate's seed
 control twin as a reference arm. Every arm writes one generation of rows through the channel
 and filter; every arm's students then train on the replicate's equal dose (the same number
 of rows, so the same steps; `RUN/dose.json`) and are audited. `--students` trains several
-recipes on the same rows (the dose axis: ROWSxEPOCHS[rRANK]). `--cell` names a cell as
+recipes on the same rows (the dose axis: ROWSxEPOCHS[rRANK|full][-lrLR]). `--cell` names a cell as
 injection-decoding-mode-student (e.g. dpo-sample-logits-lora); flags override it.
 
 `RUN/study.json` holds, per student recipe and for the teachers (generation 0), the crossed
@@ -48,8 +48,9 @@ class StudyConfig:
     traits: list[str] = field(default_factory=lambda: list(DEFAULT_TRAITS), metadata={
         "help": "Traits with a teacher each (one family; the control twin is added)."})
     students: list[str] = field(default_factory=list, metadata={
-        "help": "Student recipes on the same rows, ROWSxEPOCHS or ROWSxEPOCHSrRANK ('all': "
-                "the whole equal dose); none: the cell's own recipe."})
+        "help": "Student recipes on the same rows, ROWSxEPOCHS[rRANK|full][-lrLR] ('all': "
+                "the whole equal dose; 'full': every weight, e.g. allx2full-lr1e-4); none: "
+                "the cell's own recipe."})
     cell: ChainConfig = field(default_factory=ChainConfig)
 
     def arms(self) -> list[Arm]:

@@ -1,6 +1,7 @@
 """Students: LoRA changes only adapter weights; KL is zero for an equal student; logit rows
 round-trip from the teacher's store into training."""
 
+import pytest
 import torch
 
 from subliminal.channels import get_channel
@@ -116,3 +117,34 @@ def test_shared_opening_and_sub_batches_equal_each_row_alone(tiny, tmp_path):
     for a, b in zip(together, one_by_one, strict=True):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-7)
     assert any(a.abs().sum() > 0 for a in together)
+
+
+@pytest.mark.slow  # a whole tiny study: seconds
+def test_a_study_recipe_can_train_every_weight_at_its_own_rate(tmp_path):
+    """`--students allx1full-lr1e-4`: the study's students of that recipe are full fine-tunes
+    trained at 1e-4 (not the cell's LoRA rate), audited from their full weights, beside the
+    cell's LoRA students on the same rows; the record says which is which."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from subliminal.cli import app
+
+    out = tmp_path / "run"
+    args = ["--threads", "1", "study", "--model", "tiny", "--traits", "owl,cat",
+            "--replicates", "1", "--samples", "6", "--students", "allx1,allx1full-lr1e-4",
+            "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    gen = out / "rep0" / "owl" / "gen1"
+    full, lora = gen / "distill-allx1full-lr1e-4", gen / "distill-allx1"
+    assert (full / "full_model.safetensors").exists()
+    assert not (full / "adapter_model.safetensors").exists()
+    assert (lora / "adapter_model.safetensors").exists()
+    stage = json.loads((full / "stage.json").read_text())["config"]
+    assert (stage["finetune"], stage["lr"]) == ("full", pytest.approx(1e-4))
+    assert json.loads((lora / "stage.json").read_text())["config"]["finetune"] == "lora"
+    assert (gen / "audit-allx1full-lr1e-4" / "probe.json").exists()
+    recipe = json.loads((out / "study.json").read_text())["students"]["allx1full-lr1e-4"]
+    assert recipe["recipe"] == {"name": "allx1full-lr1e-4", "rows": None, "epochs": 1,
+                                     "lora_r": None, "finetune": "full", "lr": 1e-4}

@@ -24,7 +24,8 @@ def test_a_point_per_recipe_carries_its_studys_deciding_test(folder):
         assert (p["lift"], p["ci"], p["p"], p["n"]) == (
             d["lift"], d["ci"], d["p_value"], record["students"][p["recipe"]]["n_replicates"])
         assert p["finished"] == (name == "study.json")
-        assert p["lora_r"] >= 1 and p["steps"]
+        assert p["lora_r"] is None or p["lora_r"] >= 1
+        assert p["steps"] and p["lr"] > 0
 
 
 def test_the_table_has_a_line_per_point_and_the_plot_is_drawn(tmp_path):
@@ -45,6 +46,13 @@ def test_a_rank_recipe_reports_its_own_rank_and_a_missing_record_is_refused(tmp_
     first["recipe"]["lora_r"] = 32
     (copy / "study.json").write_text(json.dumps(record))
     assert points(copy)[0]["lora_r"] == 32
+    first["recipe"] |= {"finetune": "full", "lr": 1e-4}  # a full fine-tune has no rank
+    (copy / "study.json").write_text(json.dumps(record))
+    full = points(copy)[0]
+    assert (full["lora_r"], full["lr"]) == (None, 1e-4)
+    line = markdown([full]).splitlines()[2]
+    assert "| all weights | 0.0001 |" in line
+    plot([full] + points(copy)[1:], tmp_path / "dose.png")  # the rank panel leaves it out
     (copy / "study.json").unlink()
     with pytest.raises(SubliminalError, match="no study.json"):
         points(copy)

@@ -181,3 +181,22 @@ def test_stopping_a_graph_cancels_only_the_units_still_running():
     assert ray.cancelled == ["running", "queued"]
     _cancel(ray, {})  # nothing pending: Ray is not asked anything
     assert ray.cancelled == ["running", "queued"]
+
+
+@pytest.mark.parametrize("spec,fields", [
+    ("allx2", (None, 2, None, None, None)),
+    ("64x8r1", (64, 8, 1, None, None)),
+    ("allx2full-lr1e-4", (None, 2, None, "full", 1e-4)),
+    ("allx8r32-lr5e-4", (None, 8, 32, None, 5e-4)),
+    ("allx2-lr2.5e-5", (None, 2, None, None, 2.5e-5)),
+])
+def test_a_student_spec_names_what_it_changes(spec, fields):
+    s = Student.parse(spec)
+    assert (s.rows, s.epochs, s.lora_r, s.finetune, s.lr) == fields and s.name == spec
+
+
+@pytest.mark.parametrize("spec", ["allx0", "0x2", "allx2r0", "allx2fullr8", "allx2-lr0",
+                                  "allx2-lr", "allx2full-lr-1", "allx2 full", "allx2x"])
+def test_a_bad_student_spec_is_refused_saying_the_form(spec):
+    with pytest.raises(SubliminalError, match=r"ROWSxEPOCHS\[rRANK\|full\]\[-lrLR\]"):
+        Student.parse(spec)

@@ -33,7 +33,7 @@ def main() -> None:
     student = a.student or cfg["students"][0]
     if student not in cfg["students"]:
         raise SubliminalError(f"{a.study / 'config.json'}: no student {student!r}; "
-                         f"the study has {', '.join(cfg['students'])}")
+                              f"the study has {', '.join(cfg['students'])}")
     res = canary_power(audits(a.study), cfg["traits"], reps, student, seeds)
     print(f"{a.study.name} ({res['student']}, {res['n_replicates']} replicates, "
           f"{res['catalogue']} animals, per-test alpha {res['per_test_alpha']:.2g})")

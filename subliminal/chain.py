@@ -20,7 +20,7 @@ from pathlib import Path
 
 from subliminal.audit import AuditConfig
 from subliminal.channels import channel_names
-from subliminal.distill import DistillConfig
+from subliminal.distill import SMALL_RUN_LR, DistillConfig
 from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
 from subliminal.filters import FilterConfig
@@ -46,8 +46,8 @@ def small_run_distill() -> DistillConfig:
     """Training for the default CPU chain: logit distillation through the restricted
     (leak-free) channel; tens of rows need a larger step than the paper's 2e-4 over 10k rows
     x 3 epochs (pipelines/ holds the paper-scale recipe)."""
-    return DistillConfig(mode="logits", epochs=2, lr=1e-3, batch_size=8, grad_accum=1,
-                         warmup_steps=1)
+    return DistillConfig(mode="logits", epochs=2, lr=SMALL_RUN_LR["lora"], batch_size=8,
+                         grad_accum=1, warmup_steps=1)
 
 
 def small_run_decode() -> DecodeConfig:

@@ -173,7 +173,7 @@ def study(
     traits: str = typer.Option(",".join(DEFAULT_TRAITS), help=field_help(StudyConfig,
                                                                          "traits")),
     students: str = typer.Option("", help=field_help(StudyConfig, "students") + (
-        " Comma-separated, e.g. allx2,allx8,allx2r1.")),
+        " Comma-separated, e.g. allx2,allx8,allx2r1,allx2full-lr3e-4.")),
     cell: Optional[str] = typer.Option(None, help=(
         "A cell as injection-decoding-mode-student (e.g. dpo-greedy-sft-lora); flags given "
         "override it.")),

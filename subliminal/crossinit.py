@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from types import SimpleNamespace
 
 from subliminal.audit import AuditConfig, run_probe
 from subliminal.distill import DistillConfig, train_student
-from subliminal.errors import SubliminalError
+from subliminal.errors import SubliminalError, run_script
 from subliminal.models import LM, load_model, resolve, tiny_tokenizer
 from subliminal.records import is_complete, read_json, read_jsonl, write_json
 from subliminal.report import pair_metrics
@@ -329,8 +328,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SubliminalError as e:  # bad input: one line, exit code 2 (as the CLI)
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

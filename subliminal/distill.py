@@ -42,6 +42,12 @@ from subliminal.training import (
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# The lab's learning rates for tens of rows and ~16 updates, by what trains: a LoRA's few
+# weights take a large step; a full fine-tune moves all 135M and takes a tenth of it (the
+# chain's default student, and the `full` cells and recipes of `subliminal study`).
+SMALL_RUN_LR = {"lora": 1e-3, "full": 1e-4}
+
+
 @dataclass
 class DistillConfig:
     """How a student is trained (defaults follow the paper's open-model students)."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from subliminal.distill import DistillConfig
 from subliminal.errors import SubliminalError
 from subliminal.records import read_json
+from subliminal.replicate import Student
 from subliminal.stats import replicate_test
 
 
@@ -56,12 +58,12 @@ def _points(folder: Path) -> list[dict]:
     out = []
     for name, r in record["students"].items():
         d, recipe = r["diagonal_test"], r["recipe"]
-        full = (recipe.get("finetune") or cell["distill"]["finetune"]) == "full"
+        trained = Student(**recipe).training(DistillConfig(**cell["distill"]))
         out.append({
             "study": folder.name, "finished": finished, "cell": cell_name(cell),
             "recipe": name, "epochs": recipe["epochs"], "rows": recipe["rows"] or "all",
-            "lora_r": None if full else recipe["lora_r"] or cell["distill"]["lora_r"],
-            "lr": recipe.get("lr") or cell["distill"]["lr"], "steps": r["steps"],
+            "lora_r": trained.lora_r if trained.finetune == "lora" else None,
+            "lr": trained.lr, "steps": r["steps"],
             "n": r["n_replicates"], "lift": d["lift"], "ci": d["ci"], "p": d["p_value"],
             "p_sign_flip": d["p_sign_flip"], "lifts": d["lifts"],
             "raw_logp": r["raw_logp_diagonal_test"]["mean"]})
@@ -168,8 +170,12 @@ def plot(pts: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     _panel(left, pts, "steps", lambda p: f"{p['study']}, {trains(p)}, lr {p['lr']:g}")
     left.set_xlabel("optimizer steps (middle of the replicates' range, log)")
-    _panel(right, [p for p in pts if p["lora_r"] is not None], "lora_r",
-           lambda p: f"{p['study']}, x{p['epochs']}")
+    lora = [p for p in pts if p["lora_r"] is not None]
+    if lora:
+        _panel(right, lora, "lora_r", lambda p: f"{p['study']}, x{p['epochs']}")
+    else:
+        right.text(0.5, 0.5, "no LoRA students: no rank axis", ha="center",
+                   transform=right.transAxes)
     right.set_xlabel("student LoRA rank (log)")
     fig.suptitle("Dose-response of the crossed diagonal lift (replicates as grey dots)",
                  fontsize=9)

@@ -191,7 +191,11 @@ def _cancel(ray, pending: dict) -> None:
     race inside Ray; it cannot close it."""
     if not pending:
         return
-    _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+    try:  # a look, not a wait; fetch_local=False: a result on another node counts as done
+        _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0,
+                              fetch_local=False)
+    except Exception:  # noqa: BLE001 - a broken cluster must not hide the error being raised
+        running = list(pending)
     for ref in running:
         try:
             ray.cancel(ref, recursive=False)

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from subliminal.channels import get_channel
+from subliminal.distill import SMALL_RUN_LR, DistillConfig
 from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut, Node, run_graph, session
 from subliminal.injections import InjectionContext, TeacherSpec, build_teacher
@@ -51,32 +52,63 @@ class Arm:
     neutral: bool  # the control twin: the same injection with the trait removed
 
 
-STUDENT_SPEC = re.compile(r"(all|\d+)x(\d+)(?:r(\d+)|(full))?(?:-lr(\d+(?:\.\d*)?(?:e-?\d+)?))?")
+_N = r"[1-9]\d*"                  # a positive whole number
+_LR = r"\d+(?:\.\d+)?(?:e-?\d+)?"  # 3e-4, 0.0003, 2.5e-5: no sign, no trailing dot
+STUDENT_SPEC = re.compile(rf"(all|{_N})x({_N})(?:r({_N})|(full))?(?:-lr({_LR}))?")
+SPEC_FORM = "ROWSxEPOCHS[rRANK|full][-lrLR]"
 
 
 @dataclass(frozen=True)
 class Student:
     """One student recipe on an arm's rows: the distill fields it changes (None: the cell's).
     Spec `ROWSxEPOCHS[rRANK|full][-lrLR]`, ROWS a number or 'all' (the whole equal dose):
-    '64x8r1', 'allx2full-lr1e-4' (every weight trained: a full fine-tune wants a far smaller
-    learning rate than the cell's LoRA one, so give it)."""
+    '64x8r1', 'allx2full-lr3e-4'. A rank makes the student a LoRA, 'full' trains every weight;
+    a recipe that trains what its cell does not takes that kind's own learning rate
+    (distill.SMALL_RUN_LR) unless it names one."""
 
     name: str = ""           # '' is the arm's own student (folders distill/, audit/)
     rows: int | None = None  # at most this many of the dose's rows
     epochs: int | None = None
     lora_r: int | None = None
-    finetune: str | None = None  # 'full': every weight; None: the cell's (a LoRA)
+    finetune: str | None = None  # 'full': every weight; None: a LoRA if lora_r, else the cell's
     lr: float | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Student:
         m = STUDENT_SPEC.fullmatch(spec.strip())
-        if not m or "0" in (m[1], m[2], m[3]) or (m[5] and float(m[5]) <= 0):
-            raise SubliminalError(f"--students {spec!r}: expected ROWSxEPOCHS[rRANK|full][-lrLR]"
-                                  " with positive numbers, e.g. 64x2, allx8, 64x2r32, "
-                                  "allx2full-lr1e-4")
+        lr = float(m[5]) if m and m[5] else None
+        if not m or (lr is not None and not 0 < lr < 1):
+            raise SubliminalError(f"--students {spec!r}: expected {SPEC_FORM} with positive "
+                                  "whole numbers and a learning rate below 1, e.g. 64x2, "
+                                  "allx8, 64x2r32, allx2full-lr3e-4")
         return cls(spec.strip(), None if m[1] == "all" else int(m[1]), int(m[2]),
-                   int(m[3]) if m[3] else None, m[4], float(m[5]) if m[5] else None)
+                   int(m[3]) if m[3] else None, m[4], lr)
+
+    def record(self) -> dict:
+        """The recipe as study.json records it; `finetune` and `lr` only when the spec set
+        them, so the records of studies run before they existed recompute unchanged."""
+        return {k: v for k, v in asdict(self).items()
+                if v is not None or k not in ("finetune", "lr")}
+
+    def training(self, cell: DistillConfig, **fields: Any) -> DistillConfig:
+        """The cell's distillation as this recipe changes it (and FIELDS: seed, max_rows)."""
+        finetune = self.finetune or ("lora" if self.lora_r else cell.finetune)
+        lr = self.lr or (cell.lr if finetune == cell.finetune else SMALL_RUN_LR[finetune])
+        return replace(cell, epochs=self.epochs or cell.epochs,
+                       lora_r=self.lora_r or cell.lora_r,
+                       lora_alpha=self.lora_r or cell.lora_alpha,
+                       finetune=finetune, lr=lr, **fields)
+
+
+def check_recipes(recipes: tuple[Student, ...], cell: DistillConfig) -> None:
+    """Two specs that train the same student on CELL (allx2-lr1e-4 and allx2-lr0.0001;
+    allx2full and allx2full-lr1e-4) are refused: the study would train it twice."""
+    seen: dict[tuple, str] = {}
+    for s in recipes:
+        key = (s.rows, *asdict(s.training(cell)).values())
+        if key in seen:
+            raise SubliminalError(f"--students: {seen[key]!r} and {s.name!r} are one recipe")
+        seen[key] = s.name
 
 
 def replicate_seed(cfg, r: int) -> int:
@@ -168,12 +200,7 @@ def distill_unit(cfg, out: Path, r: int, arm: Arm, k: int, rows: int | None,
     gdir = stage_dirs(out, r, arm.name, k)
     limit = min(x for x in (rows, student.rows, cfg.distill.max_rows) if x is not None) \
         if any(x is not None for x in (rows, student.rows, cfg.distill.max_rows)) else None
-    recipe = replace(cfg.distill, seed=replicate_seed(cfg, r), max_rows=limit,
-                     epochs=student.epochs or cfg.distill.epochs,
-                     lora_r=student.lora_r or cfg.distill.lora_r,
-                     lora_alpha=student.lora_r or cfg.distill.lora_alpha,
-                     finetune=student.finetune or cfg.distill.finetune,
-                     lr=student.lr or cfg.distill.lr)
+    recipe = student.training(cfg.distill, seed=replicate_seed(cfg, r), max_rows=limit)
     label = f"{tag(r, arm, k)} distill{' ' + student.name if student.name else ''}"
     DistillStage(student_stages(gdir, student.name)[0],
                  rows_path=gdir / "filter" / "kept.jsonl", model=cfg.model,
@@ -334,9 +361,17 @@ def planned_stages(cfg, out: Path, arms: list[Arm], students: tuple[Student, ...
     return stages
 
 
+# CPU per update of a full fine-tune over a LoRA one on the embedded model: the backward
+# pass also forms every weight's gradient and AdamW updates all 135M (measured 2026-12-07,
+# one thread, 8 x 110 tokens: 10.7 vs 6.8 CPU-s per step).
+FULL_COST = 1.6
+
+
 def student_cost(cfg, s: Student) -> float:
-    """A student's training cost relative to 2 epochs over the whole dose (what the progress
-    weights were measured at): proportional to epochs x rows, so an `allx8` student counts
-    four times an `allx2` one (measured 2026-12-07: 375 vs 95 CPU-s)."""
+    """A student's training cost relative to a LoRA's 2 epochs over the whole dose (what the
+    progress weights were measured at): proportional to epochs x rows, so an `allx8` student
+    counts four times an `allx2` one (measured 2026-12-07: 375 vs 95 CPU-s), and a full
+    fine-tune FULL_COST times its LoRA twin."""
     rows = 1.0 if s.rows is None else min(1.0, s.rows / cfg.samples)
-    return (s.epochs or cfg.distill.epochs) / 2 * rows
+    trained = s.training(cfg.distill)
+    return trained.epochs / 2 * rows * (FULL_COST if trained.finetune == "full" else 1.0)

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from subliminal.chain import ChainConfig, resolve_model
 from subliminal.crossed import readout
+from subliminal.distill import SMALL_RUN_LR
 from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
 from subliminal.layout import CONTROL, audit_key
 from subliminal.progress import console, overall
 from subliminal.records import init_run, is_complete, mark_complete
-from subliminal.replicate import Arm, Student, planned_stages, run_phases
+from subliminal.replicate import Arm, Student, check_recipes, planned_stages, run_phases
 from subliminal.report import doses
 from subliminal.schema import Study
 from subliminal.study_report import confusion_table, dose_table, plot
@@ -57,7 +58,9 @@ class StudyConfig:
         return [Arm(t, t, False) for t in self.traits] + [Arm(CONTROL, self.traits[0], True)]
 
     def recipes(self) -> tuple[Student, ...]:
-        return tuple(Student.parse(s) for s in self.students) or (Student(),)
+        recipes = tuple(Student.parse(s) for s in self.students) or (Student(),)
+        check_recipes(recipes, self.cell.distill)
+        return recipes
 
     def check(self) -> None:
         """Traits known, distinct, at least two, of one family (one audit reads them all)."""
@@ -85,7 +88,7 @@ def cell_config(name: str | None, base: ChainConfig) -> ChainConfig:
                      logits="overt" if mode == "overt" else "restricted")
     distill = replace(base.distill, mode="sft" if mode == "sft" else "logits",
                       finetune="full" if student == "full" else "lora",
-                      lr=1e-4 if student == "full" else base.distill.lr,
+                      lr=SMALL_RUN_LR["full"] if student == "full" else base.distill.lr,
                       lora_layers=EARLY_LAYERS if student == "early" else None)
     return replace(base, injection=injection, decode=decode, distill=distill)
 
@@ -135,7 +138,7 @@ def summarize_study(traits: list[str], students: list[str], replicates: int, aud
         if not reps:
             continue
         steps = sorted({v["steps"] for _, v in _trained(dose, s.name)})
-        result[s.name or "own"] = {"recipe": dataclasses.asdict(s), "steps": steps,
+        result[s.name or "own"] = {"recipe": s.record(), "steps": steps,
                                    **readout(audits, traits, reps, 1, s.name)}
     teachers = finished(audits, traits, replicates, 0)
     record = {"traits": traits, "n_replicates": replicates,

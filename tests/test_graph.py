@@ -1,6 +1,7 @@
 """A replicate's units as a graph: every edge and the equal-dose rule hold in any order the
 inputs allow (stub units, no model, no Ray), and the in-process order is the graph's."""
 
+import dataclasses
 import json
 import operator
 import random
@@ -160,13 +161,17 @@ def test_rows_wait_for_the_training_not_the_audit_of_the_model_that_writes_them(
 
 
 class _RecordingRay:
-    """Ray's two calls `_cancel` makes: `wait` reports which refs already finished."""
+    """Ray's two calls `_cancel` makes: `wait` reports which refs already finished (or fails,
+    as on a broken cluster)."""
 
-    def __init__(self, finished: set):
-        self.finished, self.cancelled = finished, []
+    def __init__(self, finished: set, broken: bool = False):
+        self.finished, self.broken, self.waits, self.cancelled = finished, broken, [], []
 
-    def wait(self, refs, num_returns, timeout):
-        assert timeout == 0 and num_returns == len(refs)  # a look, never a wait
+    def wait(self, refs, num_returns, timeout, fetch_local):
+        self.waits.append(list(refs))
+        assert timeout == 0 and num_returns == len(refs) and not fetch_local  # a look only
+        if self.broken:
+            raise ConnectionError("the cluster is gone")
         return [r for r in refs if r in self.finished], [r for r in refs if r not in self.finished]
 
     def cancel(self, ref, recursive):
@@ -179,8 +184,11 @@ def test_stopping_a_graph_cancels_only_the_units_still_running():
     ray = _RecordingRay(finished={"done"})
     _cancel(ray, {"done": "a", "running": "b", "queued": "c"})
     assert ray.cancelled == ["running", "queued"]
-    _cancel(ray, {})  # nothing pending: Ray is not asked anything
-    assert ray.cancelled == ["running", "queued"]
+    _cancel(ray, {})  # nothing pending: Ray is not asked anything (it refuses num_returns=0)
+    assert ray.waits == [["done", "running", "queued"]] and len(ray.cancelled) == 2
+    broken = _RecordingRay(finished={"done"}, broken=True)
+    _cancel(broken, {"done": "a", "running": "b"})  # cannot tell: cancels all, raises nothing
+    assert broken.cancelled == ["done", "running"]
 
 
 @pytest.mark.parametrize("spec,fields", [
@@ -195,8 +203,42 @@ def test_a_student_spec_names_what_it_changes(spec, fields):
     assert (s.rows, s.epochs, s.lora_r, s.finetune, s.lr) == fields and s.name == spec
 
 
-@pytest.mark.parametrize("spec", ["allx0", "0x2", "allx2r0", "allx2fullr8", "allx2-lr0",
-                                  "allx2-lr", "allx2full-lr-1", "allx2 full", "allx2x"])
+@pytest.mark.parametrize("spec", ["allx0", "0x2", "00x2", "allx00", "allx2r0", "allx2fullr8",
+                                  "allx2-lr0", "allx2-lr", "allx2-lr1", "allx2-lr1e5",
+                                  "allx2-lr1e400", "allx2-lr1.", "allx2full-lr-1", "allx2 full",
+                                  "allx2x"])
 def test_a_bad_student_spec_is_refused_saying_the_form(spec):
     with pytest.raises(SubliminalError, match=r"ROWSxEPOCHS\[rRANK\|full\]\[-lrLR\]"):
         Student.parse(spec)
+
+
+def test_a_recipe_trains_what_it_names_and_otherwise_what_its_cell_does():
+    from subliminal.chain import small_run_distill
+    from subliminal.distill import SMALL_RUN_LR
+
+    lora_cell = small_run_distill()
+    full_cell = dataclasses.replace(lora_cell, finetune="full", lr=SMALL_RUN_LR["full"])
+
+    def trains(spec, cell):
+        t = Student.parse(spec).training(cell, max_rows=7)
+        return t.finetune, t.lr, t.lora_r, t.epochs, t.max_rows
+
+    assert trains("allx8", lora_cell) == ("lora", lora_cell.lr, 8, 8, 7)
+    assert trains("allx2full", lora_cell) == ("full", SMALL_RUN_LR["full"], 8, 2, 7)
+    assert trains("allx2full-lr3e-4", lora_cell)[:2] == ("full", 3e-4)
+    assert trains("allx2", full_cell)[:2] == ("full", SMALL_RUN_LR["full"])
+    assert trains("allx2r4", full_cell)[:3] == ("lora", SMALL_RUN_LR["lora"], 4)  # a rank: LoRA
+    # the record keeps only what the spec set, so older studies' records recompute unchanged
+    assert Student.parse("allx2r32").record() == {"name": "allx2r32", "rows": None,
+                                                  "epochs": 2, "lora_r": 32}
+    assert Student.parse("allx2full").record()["finetune"] == "full"
+
+
+def test_two_specs_of_one_student_are_refused():
+    from subliminal.study import StudyConfig
+
+    for pair in (["allx2-lr1e-4", "allx2-lr0.0001"], ["allx2full", "allx2full-lr1e-4"],
+                 ["allx2", "allx2r8"]):
+        with pytest.raises(SubliminalError, match="are one recipe"):
+            StudyConfig(students=pair).recipes()
+    assert len(StudyConfig(students=["allx2", "allx2r32", "allx2full"]).recipes()) == 3

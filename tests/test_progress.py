@@ -9,7 +9,7 @@ from rich.console import Console
 from subliminal import progress
 from subliminal.chain import ChainConfig
 from subliminal.distill import DistillConfig
-from subliminal.replicate import Arm, Student, planned_stages, student_cost
+from subliminal.replicate import FULL_COST, Arm, Student, planned_stages, student_cost
 
 
 def finish(folder):
@@ -52,6 +52,7 @@ def test_a_longer_student_counts_for_more_of_the_eta(tmp_path):
     assert [s[2] for s in stages] == [1.0, 4.0]
     assert student_cost(config, Student.parse("32x2")) == 32 / config.samples
     assert student_cost(config, Student.parse("640x2")) == 1.0  # never more than the dose
+    assert student_cost(config, Student.parse("allx2full-lr1e-4")) == FULL_COST  # every weight
     first, second = progress.weights(stages)
     assert second == 4 * first
     assert progress.plain_line("s", 60, first, second).endswith("ETA 0:04:00")

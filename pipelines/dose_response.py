@@ -7,6 +7,8 @@ Prints the markdown table (one line per study and student recipe); `--plot` also
 lift against optimizer steps and against LoRA rank. `--paired LOW,HIGH` prints instead, for
 each (finished) study, recipe HIGH against recipe LOW paired over replicates — the dose-growth
 read-out (e.g. `--paired allx2,allx8`: four times the updates on the same teachers and rows).
+`--movement` prints instead how far each recipe moved its control twin's students from the
+base (read from the probes): what a null of the diagonal test is read beside.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from subliminal.dose_response import markdown, paired, paired_markdown, plot, points
+from subliminal.dose_response import (
+    markdown,
+    movement_markdown,
+    movements,
+    paired,
+    paired_markdown,
+    plot,
+    points,
+)
 from subliminal.errors import fail, run_script
 
 
@@ -24,7 +34,11 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (.png)")
     ap.add_argument("--paired", default=None, metavar="LOW,HIGH",
                     help="two student recipes of each study, paired over its replicates")
+    ap.add_argument("--movement", action="store_true",
+                    help="how far each recipe moved its control twin's students from the base")
     args = ap.parse_args()
+    if args.movement:
+        return print(movement_markdown([m for f in args.studies for m in movements(f)]))
     if args.paired:
         return print_paired(args.studies, args.paired)
     if args.plot and not args.plot.parent.is_dir():  # refused before any work is printed

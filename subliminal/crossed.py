@@ -96,6 +96,22 @@ def readout(audits: dict, traits: list[str], reps: list[int], k: int = 1,
             "verdict": verdict(test, k, alpha)}
 
 
+def movement(audits: dict, reps: list[int], student: str = "", k: int = 1) -> dict:
+    """How far a recipe moved a model that learned nothing specific: per replicate, the mean
+    over the catalogue's animals of |share log-odds of the control twin's student - the
+    base's|, with its mean and CI over replicates. A null of the diagonal test is read with
+    it: a recipe that did not move the model at all could not have transferred anything."""
+    base = audits["base"]
+    per = []
+    for r in reps:
+        twin = audits[audit_key(r, CONTROL, k, student)]
+        per.append(float(np.mean([abs(_share(twin, c) - _share(base, c))
+                                  for c in base["animals"]])))
+    return {**_ci(per), "per_replicate": per, "n_replicates": len(per),
+            "statistic": "mean over catalogue animals of |share log-odds, control twin's "
+                         "student - base|"}
+
+
 def _ci(values: list[float]) -> dict:
     ci = mean_ci(values)
     return {"mean": ci["mean"], "ci": ci["ci"]}

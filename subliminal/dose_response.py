@@ -110,6 +110,40 @@ def paired_markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def movements(folder: Path) -> list[dict]:
+    """Per student recipe of the study in FOLDER, how far its control twin's students moved
+    from the base (`crossed.movement`, read from the probes: the study records do not hold
+    it), over the replicates whose twin was audited."""
+    from subliminal.crossed import movement
+    from subliminal.evidence import audits
+    from subliminal.layout import CONTROL, audit_key
+
+    folder = Path(folder)
+    cfg = read_json(folder / "config.json")
+    probes = audits(folder)
+    if "base" not in probes:
+        raise SubliminalError(f"{folder}: no base audit (base/audit/probe.json)")
+    out = []
+    for s in cfg["students"] or [""]:
+        reps = [r for r in range(cfg["cell"]["replicates"])
+                if audit_key(r, CONTROL, 1, s) in probes]
+        if reps:
+            out.append({"study": folder.name, "recipe": s or "own",
+                        **movement(probes, reps, s)})
+    return out
+
+
+def movement_markdown(rows: list[dict]) -> str:
+    """The movement table, one line per study and recipe."""
+    lines = ["| study | students | control twin's student vs base: mean abs. share log-odds "
+             "change [95% CI] | per replicate | n |", "|---|---|---|---|---|"]
+    for m in rows:
+        per = ", ".join(f"{v:.3f}" for v in m["per_replicate"])
+        lines.append(f"| {m['study']} | {m['recipe']} | {m['mean']:.3f} "
+                     f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] | {per} | {m['n_replicates']} |")
+    return "\n".join(lines)
+
+
 def markdown(pts: list[dict]) -> str:
     """The dose-response table, one line per point."""
     head = ("| study | cell | students | trains | lr | optimizer steps (range) | n | diagonal "

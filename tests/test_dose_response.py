@@ -119,3 +119,41 @@ def test_the_pipeline_refuses_a_bad_pair_in_one_line():
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "LOW,HIGH" in proc.stderr
+
+
+def test_movement_is_how_far_the_twins_students_left_the_base():
+    """Twin's student of replicate r: owl's probability times e^(r+1), the rest unchanged;
+    the mean |change| over the catalogue is the owl and non-owl shares' changes / 4."""
+    import math
+
+    from subliminal.crossed import movement
+    from subliminal.layout import CONTROL, audit_key
+
+    animals = ["owl", "cat", "dog", "fox"]
+    base = {"animals": animals, "probs": [[0.01, 0.01, 0.01, 0.01]]}
+    probes = {"base": base}
+    expected = []
+    for r in range(3):
+        owl = 0.01 * math.e ** (r + 1)
+        probes[audit_key(r, CONTROL, 1, "allx2")] = {"animals": animals,
+                                                      "probs": [[owl, 0.01, 0.01, 0.01]]}
+        share = [math.log(owl / 0.03) - math.log(1 / 3)] + [
+            abs(math.log(0.01 / (owl + 0.02)) - math.log(1 / 3))] * 3
+        expected.append(sum(share) / 4)
+    m = movement(probes, [0, 1, 2], "allx2")
+    assert m["per_replicate"] == pytest.approx(expected) and m["n_replicates"] == 3
+    assert m["mean"] == pytest.approx(sum(expected) / 3) and m["ci"][0] < m["mean"]
+
+
+def test_movement_reads_every_recipe_and_refuses_a_study_without_its_base(tmp_path):
+    from subliminal.dose_response import movement_markdown, movements
+
+    rows = movements(EVIDENCE / "c5-dose")
+    assert [m["recipe"] for m in rows] == ["allx2", "allx8"]
+    assert all(m["n_replicates"] == 4 and m["mean"] > 0 for m in rows)
+    assert len(movement_markdown(rows).splitlines()) == 4
+    copy = tmp_path / "c5"
+    shutil.copytree(EVIDENCE / "c5-dose", copy)
+    shutil.rmtree(copy / "base")
+    with pytest.raises(SubliminalError, match="no base audit"):
+        movements(copy)

@@ -7,8 +7,10 @@ Prints the markdown table (one line per study and student recipe); `--plot` also
 lift against optimizer steps and against LoRA rank. `--paired LOW,HIGH` prints instead, for
 each (finished) study, recipe HIGH against recipe LOW paired over replicates — the dose-growth
 read-out (e.g. `--paired allx2,allx8`: four times the updates on the same teachers and rows).
-`--movement` prints instead how far each recipe moved its control twin's students from the
-base (read from the probes): what a null of the diagonal test is read beside.
+`--low-from STUDY` pairs LOW's students from another study on the same teachers and rows
+(checked by seeds and the rows' hashes). `--movement` prints instead how far each recipe
+moved its control twin's students from the base (read from the probes): what a null of the
+diagonal test is read beside.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (.png)")
     ap.add_argument("--paired", default=None, metavar="LOW,HIGH",
                     help="two student recipes of each study, paired over its replicates")
+    ap.add_argument("--low-from", type=Path, default=None, metavar="STUDY",
+                    help="with --paired: LOW's students from this study (same cell, seeds and "
+                         "rows, checked), e.g. a new recipe against a finished study's")
     ap.add_argument("--movement", action="store_true",
                     help="how far each recipe moved its control twin's students from the base")
     args = ap.parse_args()
     if args.movement:
         return print(movement_markdown([m for f in args.studies for m in movements(f)]))
     if args.paired:
-        return print_paired(args.studies, args.paired)
+        return print_paired(args.studies, args.paired, args.low_from)
     if args.plot and not args.plot.parent.is_dir():  # refused before any work is printed
         fail(f"--plot {args.plot}: no folder {args.plot.parent}")
     try:
@@ -55,13 +60,13 @@ def main() -> None:
             fail(f"--plot {args.plot}: {e.strerror or e}")
 
 
-def print_paired(studies: list[Path], recipes: str) -> None:
+def print_paired(studies: list[Path], recipes: str, low_from: Path | None = None) -> None:
     """The paired contrast of two recipes in each study; bad input refused in one line."""
     names = [r.strip() for r in recipes.split(",")]
     if len(names) != 2 or not all(names):
         fail(f"--paired {recipes!r}: give two recipes, LOW,HIGH (e.g. allx2,allx8)")
     try:
-        results = [paired(folder, *names) for folder in studies]
+        results = [paired(folder, *names, low_from) for folder in studies]
     except (OSError, KeyError, ValueError) as e:
         fail(str(e))
     print(paired_markdown(results))

@@ -70,31 +70,68 @@ def _points(folder: Path) -> list[dict]:
     return out
 
 
-def paired(folder: Path, low: str, high: str) -> dict:
+def paired(folder: Path, low: str, high: str, low_from: Path | None = None) -> dict:
     """Recipe HIGH against recipe LOW of one finished study, paired over its replicates: per
     replicate D(HIGH) - D(LOW) (both recipes' students learn from the same teachers and rows,
     so the replicate is the pair), its mean, 95% CI and two-sided t-test p, the sign-flip p
     beside it, and the difference detectable at 80% power (noncentral t). Only a finished
     study is read: an unfinished one's recipes may count different replicates, and pairing
-    them by position would pair the wrong ones."""
-    record, done = study_record(Path(folder))
-    if not done or record.get("unfinished"):
-        raise SubliminalError(f"{folder}: the study is unfinished; recipes are paired only "
-                              f"when every replicate of both is audited")
-    students = record["students"]
-    for name in (low, high):
-        if name not in students:
-            raise SubliminalError(f"{folder}: no student recipe {name!r} "
-                                  f"(the study has {', '.join(students)})")
-    a = students[high]["diagonal_test"]["lifts"]
-    b = students[low]["diagonal_test"]["lifts"]
+    them by position would pair the wrong ones. LOW_FROM: LOW's students come from that
+    study instead, paired replicate by replicate only where both studies hold the same cell
+    and seeds and every arm's two students learned from the same rows (`same_rows`)."""
+    folder = Path(folder)
+    a = _lifts(folder, high)
+    b = _lifts(Path(low_from or folder), low)
+    if low_from is not None:
+        n = min(len(a), len(b))
+        same_rows(folder, high, Path(low_from), low, n)
+        a, b = a[:n], b[:n]
     # the differences are one lift per replicate: the lab's replicate test reads them (t
     # decides, sign-flip beside it, the detectable difference a null reports)
     test = replicate_test([x - y for x, y in zip(a, b, strict=True)])
-    return {"study": Path(folder).name, "low": low, "high": high, "lifts_low": b,
+    return {"study": folder.name, "low": low if low_from is None else
+            f"{Path(low_from).name}:{low}", "high": high, "lifts_low": b,
             "lifts_high": a, "diffs": test["lifts"], "lift": test["mean"], "ci": test["ci"],
             "p_value": test["p_value"], "p_sign_flip": test["p_sign_flip"],
             "n": test["n_replicates"], "detectable": test["detectable_lift"]}
+
+
+def _lifts(folder: Path, name: str) -> list[float]:
+    """The per-replicate diagonal lifts of recipe NAME in a finished study."""
+    record, done = study_record(folder)
+    if not done or record.get("unfinished"):
+        raise SubliminalError(f"{folder}: the study is unfinished; recipes are paired only "
+                              f"when every replicate of both is audited")
+    if name not in record["students"]:
+        raise SubliminalError(f"{folder}: no student recipe {name!r} "
+                              f"(the study has {', '.join(record['students'])})")
+    return record["students"][name]["diagonal_test"]["lifts"]
+
+
+def same_rows(folder: Path, high: str, other: Path, low: str, n: int) -> None:
+    """Refuse to pair across two studies unless replicate r of both is one replicate: the
+    same cell and seeds (so the same teachers and prompts), and in every arm HIGH's student of
+    FOLDER and LOW's of OTHER trained on the same rows (sha256 of the kept rows, the same
+    dose) — the two studies then differ only in the student recipe."""
+    from subliminal.layout import CONTROL, stage_dirs, student_stages
+
+    cells = [read_json(Path(f) / "config.json") for f in (folder, other)]
+    differ = sorted(k for k in {*cells[0]["cell"], *cells[1]["cell"]} if k != "replicates"
+                    and cells[0]["cell"].get(k) != cells[1]["cell"].get(k))
+    if differ or cells[0]["traits"] != cells[1]["traits"]:
+        raise SubliminalError(f"{folder} and {other}: not one design (cell fields "
+                              f"{differ or 'equal'}, traits {cells[0]['traits']} vs "
+                              f"{cells[1]['traits']}); their replicates cannot be paired")
+    for r in range(n):
+        for arm in [*cells[0]["traits"], CONTROL]:
+            rows = []
+            for f, name in ((folder, high), (other, low)):
+                stage = student_stages(stage_dirs(Path(f), r, arm, 1), name)[0]
+                rec = read_json(stage / "stage.json")
+                rows.append((rec["rows_sha256"], rec["config"]["max_rows"]))
+            if rows[0] != rows[1]:
+                raise SubliminalError(f"{folder} and {other}: rep{r} {arm}'s students learned "
+                                      "from different rows; their replicates cannot be paired")
 
 
 def paired_markdown(results: list[dict]) -> str:

@@ -157,3 +157,21 @@ def test_movement_reads_every_recipe_and_refuses_a_study_without_its_base(tmp_pa
     shutil.rmtree(copy / "base")
     with pytest.raises(SubliminalError, match="no base audit"):
         movements(copy)
+
+
+def test_a_recipe_pairs_with_another_studys_only_on_the_same_rows(tmp_path):
+    """--low-from: the same study as its own LOW source gives the in-study pairing; a study
+    whose students learned from other rows, or of another cell, is refused."""
+    c5 = EVIDENCE / "c5-dose"
+    within = paired(c5, "allx2", "allx8")
+    across = paired(c5, "allx2", "allx8", low_from=c5)
+    assert across["diffs"] == within["diffs"] and across["low"] == "c5-dose:allx2"
+    copy = tmp_path / "c5"
+    shutil.copytree(c5, copy)
+    stage = copy / "rep2" / "cat" / "gen1" / "distill-allx2" / "stage.json"
+    record = json.loads(stage.read_text())
+    stage.write_text(json.dumps({**record, "rows_sha256": "0" * 64}))
+    with pytest.raises(SubliminalError, match="rep2 cat's students learned from different rows"):
+        paired(c5, "allx2", "allx8", low_from=copy)
+    with pytest.raises(SubliminalError, match="not one design"):
+        paired(c5, "allx2", "allx8", low_from=EVIDENCE / "c1-adapter-sample-logits")

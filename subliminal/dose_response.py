@@ -226,7 +226,8 @@ def _panel(ax, pts: list[dict], x: str, series: Callable[[dict], str]) -> None:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_ylabel("diagonal lift (share log-odds)")
-    ax.legend(fontsize=7)
+    # below the axes: with a dozen studies an inside legend hides the points
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
 
 
 def plot(pts: list[dict], path: Path) -> None:
@@ -238,7 +239,7 @@ def plot(pts: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 8))
     _panel(left, pts, "steps", lambda p: f"{p['study']}, {trains(p)}, lr {p['lr']:g}")
     left.set_xlabel("optimizer steps (middle of the replicates' range, log)")
     lora = [p for p in pts if p["lora_r"] is not None]

@@ -42,6 +42,12 @@ def main() -> None:
     ap.add_argument("--movement", action="store_true",
                     help="how far each recipe moved its control twin's students from the base")
     args = ap.parse_args()
+    modes = [f for f, on in (("--plot", args.plot), ("--paired", args.paired),
+                             ("--movement", args.movement)) if on]
+    if len(modes) > 1:  # each prints its own table: a second one would be silently dropped
+        ap.error(f"{' and '.join(modes)}: give one")
+    if args.low_from and not args.paired:
+        ap.error("--low-from pairs LOW's students: give it with --paired LOW,HIGH")
     if args.movement:
         return print(movement_markdown([m for f in args.studies for m in movements(f)]))
     if args.paired:

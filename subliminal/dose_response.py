@@ -78,8 +78,18 @@ def paired(folder: Path, low: str, high: str, low_from: Path | None = None) -> d
     study is read: an unfinished one's recipes may count different replicates, and pairing
     them by position would pair the wrong ones. LOW_FROM: LOW's students come from that
     study instead, paired replicate by replicate only where both studies hold the same cell
-    and seeds and every arm's two students learned from the same rows (`same_rows`)."""
-    folder = Path(folder)
+    and seeds and every arm's two students learned from the same rows (`same_rows`); the
+    pairs are the replicates both studies hold (the first n of each: replicate r is seed
+    S + r in both), `n` says how many. A record missing what pairing needs is refused in one
+    line naming the folder."""
+    try:
+        return _paired(Path(folder), low, high, low_from)
+    except (KeyError, TypeError, IndexError) as e:
+        raise SubliminalError(f"{folder}: not a study record this version can pair "
+                              f"({type(e).__name__}: {e})") from None
+
+
+def _paired(folder: Path, low: str, high: str, low_from: Path | None) -> dict:
     a = _lifts(folder, high)
     b = _lifts(Path(low_from or folder), low)
     if low_from is not None:
@@ -125,8 +135,9 @@ def same_rows(folder: Path, high: str, other: Path, low: str, n: int) -> None:
     for r in range(n):
         for arm in [*cells[0]["traits"], CONTROL]:
             rows = []
-            for f, name in ((folder, high), (other, low)):
-                stage = student_stages(stage_dirs(Path(f), r, arm, 1), name)[0]
+            for f, name in ((folder, high), (other, low)):  # 'own': the arm's own student
+                stage = student_stages(stage_dirs(Path(f), r, arm, 1),
+                                       "" if name == "own" else name)[0]
                 rec = read_json(stage / "stage.json")
                 rows.append((rec["rows_sha256"], rec["config"]["max_rows"]))
             if rows[0] != rows[1]:
@@ -157,6 +168,9 @@ def movements(folder: Path) -> list[dict]:
 
     folder = Path(folder)
     cfg = read_json(folder / "config.json")
+    if not isinstance(cfg, dict) or "traits" not in cfg or "cell" not in cfg:
+        raise SubliminalError(f"{folder}: not a crossed study (its config.json has no traits "
+                              "and cell); --movement reads a study's control twins")
     probes = audits(folder)
     if "base" not in probes:
         raise SubliminalError(f"{folder}: no base audit (base/audit/probe.json)")

@@ -175,3 +175,28 @@ def test_a_recipe_pairs_with_another_studys_only_on_the_same_rows(tmp_path):
         paired(c5, "allx2", "allx8", low_from=copy)
     with pytest.raises(SubliminalError, match="not one design"):
         paired(c5, "allx2", "allx8", low_from=EVIDENCE / "c1-adapter-sample-logits")
+
+
+def test_a_new_recipe_pairs_with_the_replicates_both_studies_hold():
+    """E8b (3 replicates of seeds 50-52) against C5 (4, seeds 50-53): C5's first three, whose
+    rows E8b's students learned from (the committed hashes), and no other."""
+    e8b = EVIDENCE / "e8b-full"
+    res = paired(e8b, "allx2", "allx2full-lr1e-5", low_from=EVIDENCE / "c5-dose")
+    c5 = json.loads((EVIDENCE / "c5-dose" / "study.json").read_text())["students"]["allx2"]
+    assert res["n"] == 3 and res["lifts_low"] == c5["diagonal_test"]["lifts"][:3]
+    assert res["diffs"] == pytest.approx([-0.092, -0.083, -0.069], abs=5e-4)
+
+
+def test_movement_and_the_scripts_modes_refuse_what_they_cannot_read():
+    import subprocess
+    import sys
+
+    from subliminal.dose_response import movements
+
+    with pytest.raises(SubliminalError, match="not a crossed study"):
+        movements(EVIDENCE / "default-timed-2026-12-07")  # a chain run: no control twins
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "dose_response.py"
+    for args in (["--movement", "--paired", "allx2,allx8"], ["--low-from", str(EVIDENCE)]):
+        proc = subprocess.run([sys.executable, str(script), str(EVIDENCE / "c5-dose"), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr

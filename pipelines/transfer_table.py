@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from subliminal.errors import SubliminalError, run_script
-from subliminal.records import read_json
+from subliminal.records import differing, read_json
 from subliminal.stats import replicate_test
 
 
@@ -47,7 +47,6 @@ def rows(run: Path) -> list[str]:
 # (checked apart, they must not overlap; stages copy the run's seed, e.g. distill.seed) and
 # where the run happened. Everything else is design.
 NOT_DESIGN = ("seed", "replicates", "device")
-MISSING = object()  # a config field a run does not have
 
 
 def design(config: dict) -> dict:
@@ -61,10 +60,7 @@ def pooled(runs: list[Path]) -> list[str]:
     configs = [read_json(r / "config.json") for r in runs]
     designs = [design(c) for c in configs]
     if any(d != designs[0] for d in designs):
-        keys = {k for d in designs for k in d}  # a field one run lacks differs, even from None
-        diff = sorted(k for k in keys
-                      if any(d.get(k, MISSING) != designs[0].get(k, MISSING) for d in designs))
-        raise SubliminalError(f"runs {', '.join(map(str, runs))} differ in {diff}; "
+        raise SubliminalError(f"runs {', '.join(map(str, runs))} differ in {differing(designs)}; "
                               "only one design pools")
     taken: set[int] = set()
     for run, c in zip(runs, configs, strict=True):

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from subliminal.distill import DistillConfig
 from subliminal.errors import SubliminalError
-from subliminal.records import read_json
+from subliminal.records import differing, read_json
 from subliminal.replicate import Student
 from subliminal.stats import replicate_test
 
@@ -44,11 +45,15 @@ def cell_name(cell: dict) -> str:
 def points(folder: Path) -> list[dict]:
     """One point per student recipe of the study in FOLDER; a record that lacks what a point
     needs is refused in one line naming the folder."""
-    folder = Path(folder)
+    return _readable(folder, "read", _points, Path(folder))
+
+
+def _readable(folder: Path, what: str, fn: Callable, *args: Any) -> Any:
+    """fn(*args), a record lacking a field it needs refused in one line naming FOLDER."""
     try:
-        return _points(folder)
+        return fn(*args)
     except (KeyError, TypeError, IndexError) as e:
-        raise SubliminalError(f"{folder}: not a study record this version can read "
+        raise SubliminalError(f"{folder}: not a study record this version can {what} "
                               f"({type(e).__name__}: {e})") from None
 
 
@@ -82,11 +87,7 @@ def paired(folder: Path, low: str, high: str, low_from: Path | None = None) -> d
     pairs are the replicates both studies hold (the first n of each: replicate r is seed
     S + r in both), `n` says how many. A record missing what pairing needs is refused in one
     line naming the folder."""
-    try:
-        return _paired(Path(folder), low, high, low_from)
-    except (KeyError, TypeError, IndexError) as e:
-        raise SubliminalError(f"{folder}: not a study record this version can pair "
-                              f"({type(e).__name__}: {e})") from None
+    return _readable(folder, "pair", _paired, Path(folder), low, high, low_from)
 
 
 def _paired(folder: Path, low: str, high: str, low_from: Path | None) -> dict:
@@ -126,8 +127,7 @@ def same_rows(folder: Path, high: str, other: Path, low: str, n: int) -> None:
     from subliminal.layout import CONTROL, stage_dirs, student_stages
 
     cells = [read_json(Path(f) / "config.json") for f in (folder, other)]
-    differ = sorted(k for k in {*cells[0]["cell"], *cells[1]["cell"]} if k != "replicates"
-                    and cells[0]["cell"].get(k) != cells[1]["cell"].get(k))
+    differ = differing([c["cell"] for c in cells], skip=("replicates",))
     if differ or cells[0]["traits"] != cells[1]["traits"]:
         raise SubliminalError(f"{folder} and {other}: not one design (cell fields "
                               f"{differ or 'equal'}, traits {cells[0]['traits']} vs "

@@ -304,6 +304,17 @@ def _decodes_recorded(cfg: Any) -> Any:
             else _decodes_recorded(v) for k, v in cfg.items()}
 
 
+_MISSING = object()  # a field one config does not have
+
+
+def differing(configs: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
+    """The top-level fields (but SKIP) on which CONFIGS do not all agree, sorted; a field one
+    of them lacks differs, even from an explicit None."""
+    keys = {k for c in configs for k in c if k not in skip}
+    return sorted(k for k in keys
+                  if any(c.get(k, _MISSING) != configs[0].get(k, _MISSING) for c in configs))
+
+
 def _compared(cfg: Any) -> Any:
     """The part of a stored config a resume must match: all but its provenance keys, its
     decodes as records hold them (a run written before backends existed resumes)."""
@@ -318,7 +329,7 @@ def _check_config(out: Path, cfg: Any, fresh: bool) -> None:
     if cfg_path.exists():
         old, new = _compared(read_json(cfg_path)), _compared(cfg)
         if old != new:
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            changed = differing([old, new])
             raise SubliminalError(
                 f"{out}: holds a run with a different config (differs in: {', '.join(changed)});"
                 " use another --out or the same flags to resume")

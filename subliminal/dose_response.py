@@ -124,7 +124,7 @@ def same_rows(folder: Path, high: str, other: Path, low: str, n: int) -> None:
     same cell and seeds (so the same teachers and prompts), and in every arm HIGH's student of
     FOLDER and LOW's of OTHER trained on the same rows (sha256 of the kept rows, the same
     dose) — the two studies then differ only in the student recipe."""
-    from subliminal.layout import CONTROL, stage_dirs, student_stages
+    from subliminal.layout import CONTROL, recipe_student, stage_dirs, student_stages
 
     cells = [read_json(Path(f) / "config.json") for f in (folder, other)]
     differ = differing([c["cell"] for c in cells], skip=("replicates",))
@@ -135,9 +135,8 @@ def same_rows(folder: Path, high: str, other: Path, low: str, n: int) -> None:
     for r in range(n):
         for arm in [*cells[0]["traits"], CONTROL]:
             rows = []
-            for f, name in ((folder, high), (other, low)):  # 'own': the arm's own student
-                stage = student_stages(stage_dirs(Path(f), r, arm, 1),
-                                       "" if name == "own" else name)[0]
+            for f, name in ((folder, high), (other, low)):
+                stage = student_stages(stage_dirs(Path(f), r, arm, 1), recipe_student(name))[0]
                 rec = read_json(stage / "stage.json")
                 rows.append((rec["rows_sha256"], rec["config"]["max_rows"]))
             if rows[0] != rows[1]:
@@ -164,7 +163,7 @@ def movements(folder: Path) -> list[dict]:
     it), over the replicates whose twin was audited."""
     from subliminal.crossed import movement
     from subliminal.evidence import audits
-    from subliminal.layout import CONTROL, audit_key
+    from subliminal.layout import CONTROL, audit_key, recipe_key
 
     folder = Path(folder)
     cfg = read_json(folder / "config.json")
@@ -179,7 +178,7 @@ def movements(folder: Path) -> list[dict]:
         reps = [r for r in range(cfg["cell"]["replicates"])
                 if audit_key(r, CONTROL, 1, s) in probes]
         if reps:
-            out.append({"study": folder.name, "recipe": s or "own",
+            out.append({"study": folder.name, "recipe": recipe_key(s),
                         **movement(probes, reps, s)})
     return out
 

@@ -33,6 +33,19 @@ def stage_dirs(out: Path, r: int, arm: str, k: int) -> Path:
     return replicate_dir(out, r, arm) / f"gen{k}"
 
 
+OWN = "own"  # a study record's key for the cell's own student recipe (folder name: '')
+
+
+def recipe_key(student: str) -> str:
+    """A study record's key for student recipe STUDENT ('' is the cell's own: OWN)."""
+    return student or OWN
+
+
+def recipe_student(key: str) -> str:
+    """The student recipe a study record's key names (recipe_key's inverse)."""
+    return "" if key == OWN else key
+
+
 def student_stages(gen: Path, student: str = "") -> tuple[Path, Path]:
     """(distill, audit) folders of a generation's student; '' is the arm's own student."""
     suffix = f"-{student}" if student else ""

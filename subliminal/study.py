@@ -29,7 +29,7 @@ from subliminal.crossed import readout
 from subliminal.distill import SMALL_RUN_LR
 from subliminal.errors import SubliminalError
 from subliminal.fanout import FanOut
-from subliminal.layout import CONTROL, audit_key
+from subliminal.layout import CONTROL, audit_key, recipe_key
 from subliminal.progress import console, overall
 from subliminal.records import init_run, is_complete, mark_complete
 from subliminal.replicate import Arm, Student, check_recipes, planned_stages, run_phases
@@ -138,7 +138,7 @@ def summarize_study(traits: list[str], students: list[str], replicates: int, aud
         if not reps:
             continue
         steps = sorted({v["steps"] for _, v in _trained(dose, s.name)})
-        result[s.name or "own"] = {"recipe": s.record(), "steps": steps,
+        result[recipe_key(s.name)] = {"recipe": s.record(), "steps": steps,
                                    **readout(audits, traits, reps, 1, s.name)}
     teachers = finished(audits, traits, replicates, 0)
     record = {"traits": traits, "n_replicates": replicates,
